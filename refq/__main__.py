@@ -1,0 +1,3 @@
+from refq.cli import main
+
+raise SystemExit(main())
