@@ -64,6 +64,8 @@ class Tensor:
     def __init__(self, data, requires_grad: bool = False, dtype=None, name: str | None = None):
         if isinstance(data, Tensor):
             data = data.data
+        if isinstance(data, np.generic):  # NumPy scalars (e.g. a full reduction) keep their dtype
+            data = np.asarray(data)
         if isinstance(data, np.ndarray):
             arr = data if dtype is None else data.astype(dtype, copy=False)
         else:
