@@ -1,0 +1,1 @@
+"""Datasets refq reads from disk (never downloaded at run time)."""
