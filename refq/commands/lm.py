@@ -1,0 +1,153 @@
+"""`refq lm ...`: llama2.c language models (stories260K & co.): generate text like run.c, perplexity.
+
+Sub-subcommands are registered from `SUBCOMMANDS`; to add one (e.g. `refq lm quantize`), write a
+`register_xxx(lm_subparsers)` that uses `add_model_arguments` / `load_model` and append it there.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+
+def add_model_arguments(p) -> None:
+    """--checkpoint and --tokenizer, shared by every `refq lm` sub-subcommand."""
+    p.add_argument("--checkpoint", required=True, help="llama2.c .bin checkpoint (legacy or version 1)")
+    p.add_argument("--tokenizer", required=True, help="llama2.c tokenizer .bin (e.g. tok512.bin)")
+
+
+def load_model(args):
+    """(params, LlamaConfig, LlamaTokenizer) from --checkpoint and --tokenizer."""
+    from refq.io.llama2c import read_checkpoint
+    from refq.models.llama import LlamaConfig
+    from refq.models.llama_tokenizer import LlamaTokenizer
+
+    params, config = read_checkpoint(args.checkpoint)
+    cfg = LlamaConfig.from_dict(config)
+    return params, cfg, LlamaTokenizer.from_file(args.tokenizer, vocab_size=cfg.vocab_size)
+
+
+def register_generate(sub) -> None:
+    g = sub.add_parser("generate", help="sample text exactly like llama2.c's run.c",
+                       description="Generate text from a llama2.c checkpoint. stdout is byte for byte what "
+                                   "`./run CHECKPOINT -z TOKENIZER -t T -p P -s SEED -n STEPS -i PROMPT` prints; "
+                                   "the seed and the tok/s line go to stderr. Unlike run.c the seed is never "
+                                   "taken from the clock.")
+    add_model_arguments(g)
+    g.add_argument("--prompt", default="", help="text the story starts with (default: empty)")
+    g.add_argument("--steps", type=int, default=256,
+                   help="positions to run, prompt included; 0 = seq_len (default 256)")
+    g.add_argument("--temperature", type=float, default=1.0, help="0 = greedy argmax (default 1.0)")
+    g.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling threshold; 0 or 1 = off (default 0.9)")
+    g.add_argument("--seed", type=int, default=133742, help="xorshift seed, 1..2^64-1 (default 133742)")
+    g.set_defaults(func=_generate)
+
+
+def register_ppl(sub) -> None:
+    q = sub.add_parser("ppl", help="perplexity on a text file (one story per line)",
+                       description="Perplexity of a llama2.c model on a text file: each non-empty line is a "
+                                   "story, encoded with BOS; the stories are concatenated and scored in "
+                                   "windows of --window tokens (default seq_len) advancing by --stride "
+                                   "(default: the window, i.e. non-overlapping). See refq.models.perplexity.")
+    add_model_arguments(q)
+    q.add_argument("--text", required=True, help="UTF-8 text file, one story per line")
+    q.add_argument("--window", type=int, default=None, help="tokens per window (default: the model's seq_len)")
+    q.add_argument("--stride", type=int, default=None, help="window advance (default: --window)")
+    q.add_argument("--json", action="store_true", help="print a JSON record")
+    q.set_defaults(func=_ppl)
+
+
+def register_quantize(sub) -> None:
+    from refq.aser.cli_args import add_quant_arguments
+
+    q = sub.add_parser("quantize", help="post-training quantization (ASER and baselines), perplexity before/after",
+                       description="Quantize every linear inside the transformer blocks with one method (ASER or a "
+                                   "baseline), calibrated on the first --calib-stories distinct stories of --text "
+                                   "(or, with --calib generated, on text sampled from the FP model with --seed), "
+                                   "and print the perplexity of the FP and the quantized model on the remaining "
+                                   "distinct stories, plus the low-rank branch's parameter / FLOP overhead. "
+                                   "See refq.aser.experiment.")
+    add_model_arguments(q)
+    q.add_argument("--text", required=True, help="UTF-8 text file, one story per line")
+    q.add_argument("--calib", choices=("text", "generated"), default="text", help="calibration data (default text)")
+    q.add_argument("--calib-stories", type=int, default=4, help="distinct stories used for calibration (default 4)")
+    q.add_argument("--calib-tokens", type=int, default=2560, help="tokens to generate with --calib generated")
+    add_quant_arguments(q, default_rank=4)
+    q.set_defaults(func=_quantize)
+
+
+def _quantize(args) -> int:
+    from refq.aser.cli_args import settings_from_args
+    from refq.aser.experiment import prepare_llama, run_llama
+
+    settings = settings_from_args(args, default_rank=4)
+    exp = prepare_llama(args.checkpoint, args.tokenizer, args.text, args.calib, args.calib_stories,
+                        args.calib_tokens, args.seed, verbose=True)
+    record = run_llama(exp, args.method, settings, integer=args.integer, verbose=True)
+    record.update(rank=settings.rank, energy=settings.energy, seed=args.seed, integer=args.integer)
+    if args.json:
+        print(json.dumps({"checkpoint": args.checkpoint, "text": args.text, **record}))
+    else:
+        print(f"{args.method} W{record['wbits']}A{record['abits']}: perplexity FP {record['ppl_fp']:.4f} -> "
+              f"quantized {record['ppl']:.4f} ({record['eval_tokens']} eval tokens, {args.calib} calibration "
+              f"of {record['calib_tokens']} tokens)")
+        print(f"low-rank branch: {record['lowrank_params']} parameters = {record['overhead_pct']:.2f}% of the "
+              f"{record['quantized_weights']} quantized weights, and {record['overhead_pct']:.2f}% extra "
+              f"multiply-adds per token in those layers (ranks {record['rank_min']}..{record['rank_max']})")
+    return 0
+
+
+SUBCOMMANDS = (register_generate, register_ppl, register_quantize)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("lm", help="llama2.c language models: generate text, perplexity",
+                              description="llama2.c checkpoints (e.g. stories260K) on refq's NumPy Llama.")
+    sub = p.add_subparsers(dest="lm_command", metavar="LM_COMMAND")
+    for register_subcommand in SUBCOMMANDS:
+        register_subcommand(sub)
+    p.set_defaults(func=lambda args: p.print_help() or 0)
+
+
+def _generate(args) -> int:
+    from refq.models.llama import generate_tokens
+    from refq.models.llama_tokenizer import printable
+    from refq.models.sampling import Sampler
+
+    params, cfg, tokenizer = load_model(args)
+    if args.steps < 0 or args.steps > cfg.seq_len:
+        raise ValueError(f"--steps {args.steps} must be in 0..seq_len={cfg.seq_len} (0 = seq_len)")
+    steps = args.steps or cfg.seq_len
+    sampler = Sampler(args.temperature, args.top_p, args.seed)
+    print(f"seed: {args.seed}", file=sys.stderr)
+    prompt = tokenizer.encode(args.prompt, bos=True, eos=False)
+    out, prev, count, start = sys.stdout.buffer, prompt[0], 0, None
+    for token in generate_tokens(params, cfg, prompt, steps, sampler):
+        out.write(printable(tokenizer.decode_piece(prev, token)))
+        out.flush()
+        prev, count = token, count + 1
+        if start is None:  # like run.c, time from the end of the first step
+            start = time.perf_counter()
+    out.write(b"\n")
+    out.flush()
+    if count > 1:
+        print(f"achieved tok/s: {(count - 1) / (time.perf_counter() - start):f}", file=sys.stderr)
+    return 0
+
+
+def _ppl(args) -> int:
+    from pathlib import Path
+
+    from refq.models.perplexity import perplexity, stories_to_tokens
+
+    params, cfg, tokenizer = load_model(args)
+    ids = stories_to_tokens(tokenizer, Path(args.text).read_text(encoding="utf-8"))
+    print(f"ppl: {args.text}: {ids.size} tokens", file=sys.stderr)
+    result = perplexity(params, cfg, ids, window=args.window, stride=args.stride, verbose=True)
+    if args.json:
+        print(json.dumps({"checkpoint": args.checkpoint, "text": args.text, **result}))
+    else:
+        print(f"mean NLL {result['nll']:.4f} nats/token, perplexity {result['ppl']:.4f} "
+              f"({result['tokens']} tokens, {result['windows']} windows of {result['window']}, "
+              f"stride {result['stride']})")
+    return 0
