@@ -1,0 +1,38 @@
+"""Benchmarks behind `refq bench <name>`: one module per benchmark (`gemm`, ...).
+
+A benchmark module defines `add_arguments(parser)` (its options), `run(args)` (a dict or a list of
+dict records of numbers) and optionally `format_table(result)` (the human-readable report);
+refq.commands.bench wires them to the command line and prints JSON with --json.
+`machine_info` describes the host so that every report says where its numbers come from.
+"""
+from __future__ import annotations
+
+import os
+import platform
+
+
+def cpu_model() -> str:
+    """CPU model name from /proc/cpuinfo (Linux), else platform.processor(), else 'unknown'."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def machine_info() -> dict:
+    """CPU model, logical core count, Numba threads and library versions."""
+    import numba
+    import numpy as np
+
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "numba_threads": numba.get_num_threads(),
+            "numpy": np.__version__, "numba": numba.__version__}
+
+
+def describe_machine(info: dict) -> str:
+    """One line such as 'AMD EPYC, 2 cores, 2 numba threads, numpy 2.4.6, numba 0.68.1'."""
+    return (f"{info['cpu']}, {info['cores']} cores, {info['numba_threads']} numba threads, "
+            f"numpy {info['numpy']}, numba {info['numba']}")

@@ -1,0 +1,161 @@
+"""Benchmark: the Numba int8 and int4 GEMMs against NumPy float32 matmul on the same machine, same run.
+
+For each shape M x N x K (C = A @ B.T, A [M, K], B [N, K]) it reports, counting 2 M N K operations:
+
+* `numpy_f32_gflops`: NumPy float32 A @ B.T (BLAS), the yardstick;
+* `int8_gops`, `int4_gops`: refq.kernels.gemm_int8 / gemm_int4 (weights int4-packed along K), or with
+  --kernel the portable `tiled` or the `avx2` kernels explicitly (`kernel` names the ones used);
+* the ratios `int8_vs_numpy`, `int4_vs_numpy`, `int4_vs_int8`;
+* `exact`: both kernel results equal the int64 NumPy twins (gemm_int8_ref, gemm_int4_ref).
+
+Timing. Each function is called once untimed (Numba compilation, BLAS thread start-up), then the three
+are timed in turn, round after round, and the best of `repeat` rounds is kept. Interleaving and
+best-of-N make the ratios meaningful on a shared, noisy machine, where absolute numbers are not.
+
+Inputs are uniform random codes (int8 in [-128, 127], int4 in [-8, 7]) from a seeded Generator.
+The int64 reference is slow at large sizes (NumPy integer matmul has no BLAS): a few seconds at 1024,
+tens of seconds at 2048; progress goes to stderr.
+
+References: Goto & van de Geijn, ACM TOMS 34(3), 2008 (GEMM performance as 2 M N K / time).
+"""
+from __future__ import annotations
+
+import re
+import sys
+import time
+
+import numpy as np
+
+DEFAULT_SIZES = (512, 1024, 2048)
+KERNELS = ("auto", "tiled", "avx2")
+_SHAPE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+
+
+def add_arguments(parser) -> None:
+    """Declare the benchmark options on an argparse parser."""
+    parser.add_argument("--sizes", type=int, nargs="+", default=None, metavar="S",
+                        help=f"square shapes M = N = K = S (default: {' '.join(map(str, DEFAULT_SIZES))} "
+                             "when --shapes is not given)")
+    parser.add_argument("--shapes", nargs="+", default=None, metavar="MxNxK",
+                        help="extra shapes, e.g. 197x768x192 (M tokens, N outputs, K inputs)")
+    parser.add_argument("--repeat", type=int, default=5, help="timed rounds; the best is reported (default 5)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
+    parser.add_argument("--kernel", choices=KERNELS, default="auto",
+                        help="auto: what refq.kernels.gemm_int8/gemm_int4 pick (avx2 where available); "
+                             "tiled: the portable plain-Numba kernels; avx2: the vpmaddwd kernels")
+
+
+def parse_shape(text: str) -> tuple[int, int, int]:
+    """'MxNxK' -> (M, N, K), or ValueError naming the text."""
+    match = _SHAPE.match(text)
+    if match is None:
+        raise ValueError(f"bench gemm: shape {text!r} is not of the form MxNxK (e.g. 197x768x192)")
+    m, n, k = (int(g) for g in match.groups())
+    if min(m, n, k) < 1:
+        raise ValueError(f"bench gemm: shape {text!r} has a zero dimension")
+    return m, n, k
+
+
+def shapes_from_args(args) -> list[tuple[int, int, int]]:
+    """The (M, N, K) list: --sizes as squares, then --shapes; the default sizes when neither is given."""
+    sizes = args.sizes if args.sizes is not None or args.shapes is not None else DEFAULT_SIZES
+    shapes = []
+    for s in sizes or ():
+        if s < 1:
+            raise ValueError(f"bench gemm: size {s} must be >= 1")
+        shapes.append((s, s, s))
+    shapes.extend(parse_shape(text) for text in args.shapes or ())
+    return shapes
+
+
+def best_of(functions: dict, repeat: int) -> dict:
+    """Best wall time (s) of each zero-argument function over `repeat` interleaved rounds."""
+    best = {name: float("inf") for name in functions}
+    for _ in range(repeat):
+        for name, fn in functions.items():
+            start = time.perf_counter()
+            fn()
+            best[name] = min(best[name], time.perf_counter() - start)
+    return best
+
+
+def kernel_functions(kernel: str):
+    """(name of the kernels used, int8 GEMM, int4 GEMM) for --kernel auto / tiled / avx2."""
+    from refq.kernels import avx2, gemm_int4, gemm_int4_tiled, gemm_int8, gemm_int8_tiled
+
+    if kernel == "auto":
+        return ("avx2" if avx2.AVAILABLE else "tiled"), gemm_int8, gemm_int4
+    if kernel == "tiled":
+        return "tiled", gemm_int8_tiled, gemm_int4_tiled
+    if not avx2.AVAILABLE:
+        raise ValueError("bench gemm: --kernel avx2 needs an x86-64 CPU with AVX2 (and Numba's JIT for the host)")
+    return "avx2", avx2.gemm_int8_avx2, avx2.gemm_int4_avx2
+
+
+def bench_shape(m: int, n: int, k: int, repeat: int, rng: np.random.Generator, kernel: str = "auto",
+                log=None) -> dict:
+    """Time NumPy float32, int8 and int4 GEMMs on one random M x N x K problem; check exactness."""
+    from refq.kernels import gemm_int4_ref, gemm_int8_ref
+    from refq.quant.int4 import pack_int4
+
+    name, gemm_int8, gemm_int4 = kernel_functions(kernel)
+
+    a = rng.integers(-128, 128, size=(m, k), dtype=np.int8)  # [M, K] activations
+    b8 = rng.integers(-128, 128, size=(n, k), dtype=np.int8)  # [N, K] int8 weights
+    b4 = pack_int4(rng.integers(-8, 8, size=(n, k), dtype=np.int8))  # [N, K] -> [N, ceil(K/2)] uint8
+    a_f32, b_f32 = a.astype(np.float32), b8.astype(np.float32)  # same values, float32
+    functions = {"numpy_f32": lambda: a_f32 @ b_f32.T, "int8": lambda: gemm_int8(a, b8),
+                 "int4": lambda: gemm_int4(a, b4, k)}
+    results = {name: fn() for name, fn in functions.items()}  # warm-up: compile, start BLAS threads
+    best = best_of(functions, repeat)
+    if log:
+        log(f"{m}x{n}x{k}: checking against the int64 NumPy reference")
+    exact_int8 = bool(np.array_equal(results["int8"], gemm_int8_ref(a, b8)))
+    exact_int4 = bool(np.array_equal(results["int4"], gemm_int4_ref(a, b4, k)))
+    ops = 2.0 * m * n * k
+    rate = {name: ops / t / 1e9 for name, t in best.items()}
+    return {
+        "m": m, "n": n, "k": k, "repeat": repeat, "kernel": name,
+        "numpy_f32_gflops": rate["numpy_f32"], "int8_gops": rate["int8"], "int4_gops": rate["int4"],
+        "int8_vs_numpy": best["numpy_f32"] / best["int8"], "int4_vs_numpy": best["numpy_f32"] / best["int4"],
+        "int4_vs_int8": best["int8"] / best["int4"],
+        "exact_int8": exact_int8, "exact_int4": exact_int4, "exact": exact_int8 and exact_int4,
+    }
+
+
+def run(args) -> list[dict]:
+    """One record per shape (fields above), each tagged with the machine description."""
+    from refq.bench import describe_machine, machine_info
+
+    shapes = shapes_from_args(args)
+    if args.repeat < 1:
+        raise ValueError(f"bench gemm: repeat={args.repeat}, expected >= 1")
+    kernel_functions(args.kernel)  # fail early on --kernel avx2 without AVX2
+    info = machine_info()
+    rng = np.random.default_rng(args.seed)
+
+    def log(msg: str) -> None:
+        print(f"bench gemm: {msg}", file=sys.stderr, flush=True)
+
+    log(describe_machine(info))
+    records = []
+    for i, (m, n, k) in enumerate(shapes):
+        log(f"[{i + 1}/{len(shapes)}] {m}x{n}x{k}: timing {args.repeat} rounds")
+        records.append(dict(bench_shape(m, n, k, args.repeat, rng, args.kernel, log), machine=info))
+    return records
+
+
+def format_table(records: list[dict]) -> str:
+    """The human-readable report: machine line, then one row per shape."""
+    from refq.bench import describe_machine
+
+    lines = []
+    if records:
+        lines.append(f"machine: {describe_machine(records[0]['machine'])}; kernels: {records[0]['kernel']}")
+    lines.append(f"{'M':>5} {'N':>5} {'K':>5}  {'f32 GFLOP/s':>11} {'int8 GOP/s':>10} {'int4 GOP/s':>10}"
+                 f"  {'int8/f32':>8} {'int4/f32':>8} {'int4/int8':>9}  exact")
+    for r in records:
+        lines.append(f"{r['m']:>5} {r['n']:>5} {r['k']:>5}  {r['numpy_f32_gflops']:>11.1f} {r['int8_gops']:>10.1f} "
+                     f"{r['int4_gops']:>10.1f}  {r['int8_vs_numpy']:>8.2f} {r['int4_vs_numpy']:>8.2f} "
+                     f"{r['int4_vs_int8']:>9.2f}  {str(r['exact']).lower()}")
+    return "\n".join(lines)

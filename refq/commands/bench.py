@@ -1,0 +1,48 @@
+"""`refq bench ...`: performance benchmarks, one sub-subcommand per module of refq.bench.
+
+    refq bench gemm [--sizes 512 1024 2048] [--shapes MxNxK ...] [--repeat N] [--json]
+
+Each benchmark module provides `add_arguments(parser)`, `run(args)` and optionally `format_table(result)`
+(see refq.bench). Adding a benchmark is one entry in BENCHMARKS.
+"""
+from __future__ import annotations
+
+import importlib
+import json
+
+# name -> (one-line help, description)
+BENCHMARKS = {
+    "gemm": ("Numba int8/int4 GEMMs vs NumPy float32 matmul",
+             "Throughput of refq's Numba int8 and int4 GEMMs (C = A @ B.T, weights [N, K]) next to NumPy "
+             "float32 matmul measured in the same run (interleaved, best of N), with exactness against the "
+             "int64 NumPy reference."),
+    "ctc": ("Numba CTC loss+grad vs the plain reference",
+            "Time of refq's Numba CTC loss and gradient (serial and parallel over the batch) on a random batch, "
+            "next to the plain float64 reference implementation measured in the same run."),
+}
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("bench", help="performance benchmarks (kernels vs NumPy)",
+                              description="Benchmarks of refq's kernels. Run `refq bench NAME --help`.")
+    sub = p.add_subparsers(dest="bench_command", metavar="BENCHMARK")
+    for name, (help_text, description) in BENCHMARKS.items():
+        b = sub.add_parser(name, help=help_text, description=description)
+        importlib.import_module(f"refq.bench.{name}").add_arguments(b)
+        b.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+        b.set_defaults(func=_run, bench_name=name)
+    p.set_defaults(func=lambda args: p.print_help() or 0)
+
+
+def _run(args) -> int:
+    module = importlib.import_module(f"refq.bench.{args.bench_name}")
+    result = module.run(args)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    elif hasattr(module, "format_table"):
+        print(module.format_table(result))
+    else:
+        records = result if isinstance(result, list) else [result]
+        for record in records:
+            print("  ".join(f"{key}={value}" for key, value in record.items()))
+    return 0

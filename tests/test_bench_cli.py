@@ -1,0 +1,44 @@
+"""`refq bench gemm` in-process through refq.cli.main: JSON fields, exactness, the table, bad shapes."""
+from __future__ import annotations
+
+import json
+
+from refq.cli import main
+
+FIELDS = {"m", "n", "k", "repeat", "kernel", "numpy_f32_gflops", "int8_gops", "int4_gops", "int8_vs_numpy",
+          "int4_vs_numpy", "int4_vs_int8", "exact_int8", "exact_int4", "exact", "machine"}
+
+
+def test_bench_gemm_json_records(capsys):
+    assert main(["bench", "gemm", "--sizes", "8", "--shapes", "3x5x7", "--repeat", "1", "--json"]) == 0
+    out, err = capsys.readouterr()
+    records = json.loads(out)
+    assert [(r["m"], r["n"], r["k"]) for r in records] == [(8, 8, 8), (3, 5, 7)]
+    for r in records:
+        assert FIELDS <= set(r)
+        assert r["exact"] is True and r["exact_int8"] is True and r["exact_int4"] is True
+        for key in ("numpy_f32_gflops", "int8_gops", "int4_gops", "int8_vs_numpy", "int4_vs_numpy"):
+            assert r[key] > 0
+        machine = r["machine"]
+        assert machine["cores"] >= 1 and machine["numba_threads"] >= 1 and machine["cpu"]
+    assert "numba threads" in err  # the machine line and progress go to stderr
+
+
+def test_bench_gemm_table(capsys):
+    assert main(["bench", "gemm", "--sizes", "5", "--repeat", "1"]) == 0
+    out = capsys.readouterr().out
+    lines = out.strip().splitlines()
+    assert lines[0].startswith("machine: ") and "numba threads" in lines[0]
+    assert "exact" in lines[1]
+    assert lines[2].split()[:3] == ["5", "5", "5"] and lines[2].split()[-1] == "true"
+
+
+def test_bench_gemm_portable_kernels(capsys):
+    assert main(["bench", "gemm", "--shapes", "9x17x3", "--repeat", "1", "--kernel", "tiled", "--json"]) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    assert record["kernel"] == "tiled" and record["exact"] is True
+
+
+def test_bench_gemm_bad_shape_is_a_clean_error(capsys):
+    assert main(["bench", "gemm", "--shapes", "3x4"]) == 2
+    assert "'3x4'" in capsys.readouterr().err
