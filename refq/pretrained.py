@@ -1,0 +1,27 @@
+"""Weights that ship with refq (trained by refq itself, with the seeded commands that made them).
+
+* `vit_fmnist.npz`: the small ViT of the SARDFQ experiments, trained on Fashion-MNIST by
+  `refq vit train` (command, seed and log in the file's manifest and in vit_fmnist.log).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from refq.io.npz import load_npz
+from refq.models.vit import ViTConfig, check_params
+
+WEIGHTS = Path(__file__).resolve().parent / "weights"
+VIT_FMNIST = WEIGHTS / "vit_fmnist.npz"
+
+
+def load_vit(path: str | Path | None = None) -> tuple[dict, ViTConfig, dict]:
+    """(params, config, manifest) of a refq ViT checkpoint; the shipped Fashion-MNIST ViT by default."""
+    path = Path(path) if path is not None else VIT_FMNIST
+    if not path.exists():
+        raise ValueError(f"ViT checkpoint {path} not found")
+    params, manifest = load_npz(path)
+    if "config" not in manifest:
+        raise ValueError(f"{path}: manifest has no 'config' entry (keys: {sorted(manifest)})")
+    cfg = ViTConfig.from_dict(manifest["config"])
+    check_params(params, cfg)
+    return params, cfg, manifest
