@@ -57,6 +57,9 @@ def register_ppl(sub) -> None:
     q.set_defaults(func=_ppl)
 
 
+SUBCOMMANDS = (register_generate, register_ppl)
+
+
 def register(subparsers) -> None:
     p = subparsers.add_parser("lm", help="llama2.c language models: generate text, perplexity",
                               description="llama2.c checkpoints (e.g. stories260K) on refq's NumPy Llama.")
