@@ -57,7 +57,48 @@ def register_ppl(sub) -> None:
     q.set_defaults(func=_ppl)
 
 
-SUBCOMMANDS = (register_generate, register_ppl)
+def register_quantize(sub) -> None:
+    from refq.aser.cli_args import add_quant_arguments
+
+    q = sub.add_parser("quantize", help="post-training quantization (ASER and baselines), perplexity before/after",
+                       description="Quantize every linear inside the transformer blocks with one method (ASER or a "
+                                   "baseline), calibrated on the first --calib-stories distinct stories of --text "
+                                   "(or, with --calib generated, on text sampled from the FP model with --seed), "
+                                   "and print the perplexity of the FP and the quantized model on the remaining "
+                                   "distinct stories, plus the low-rank branch's parameter / FLOP overhead. "
+                                   "See refq.aser.experiment.")
+    add_model_arguments(q)
+    q.add_argument("--text", required=True, help="UTF-8 text file, one story per line")
+    q.add_argument("--calib", choices=("text", "generated"), default="text", help="calibration data (default text)")
+    q.add_argument("--calib-stories", type=int, default=4, help="distinct stories used for calibration (default 4)")
+    q.add_argument("--calib-tokens", type=int, default=2560, help="tokens to generate with --calib generated")
+    q.add_argument("--eval-tokens", type=int, default=None, help="score only the first N evaluation tokens")
+    add_quant_arguments(q, default_rank=4)
+    q.set_defaults(func=_quantize)
+
+
+def _quantize(args) -> int:
+    from refq.aser.cli_args import settings_from_args
+    from refq.aser.experiment import prepare_llama, run_llama
+
+    settings = settings_from_args(args, default_rank=4)
+    exp = prepare_llama(args.checkpoint, args.tokenizer, args.text, args.calib, args.calib_stories,
+                        args.calib_tokens, args.seed, args.eval_tokens, verbose=True)
+    record = run_llama(exp, args.method, settings, integer=args.integer, verbose=True)
+    record.update(rank=settings.rank, energy=settings.energy, seed=args.seed, integer=args.integer)
+    if args.json:
+        print(json.dumps({"checkpoint": args.checkpoint, "text": args.text, **record}))
+    else:
+        print(f"{args.method} W{record['wbits']}A{record['abits']}: perplexity FP {record['ppl_fp']:.4f} -> "
+              f"quantized {record['ppl']:.4f} ({record['eval_tokens']} eval tokens, {args.calib} calibration "
+              f"of {record['calib_tokens']} tokens)")
+        print(f"low-rank branch: {record['lowrank_params']} parameters = {record['overhead_pct']:.2f}% of the "
+              f"{record['quantized_weights']} quantized weights, and {record['overhead_pct']:.2f}% extra "
+              f"multiply-adds per token in those layers (ranks {record['rank_min']}..{record['rank_max']})")
+    return 0
+
+
+SUBCOMMANDS = (register_generate, register_ppl, register_quantize)
 
 
 def register(subparsers) -> None:

@@ -1,0 +1,125 @@
+"""Quantize every linear layer of a model with one method, and run the model with the quantized layers.
+
+Both models route their linear layers through a named hook `ops.linear(name, x, w[, b])`:
+* stories260K LLaMA (refq.models.llama): the 7 linears of each block, "layers.{l}.{wq,wk,wv,wo,w1,w3,w2}";
+  the classifier (tied to the embedding), embeddings, norms, attention matmuls and KV cache stay in float
+  (aser.md §2.1 "What is quantized", SmoothQuant's quantize_llama_like choice);
+* MiniLM BERT (refq.models.bert): the 6 linears of each layer, "encoder.layer.{i}.{attention.self.query,
+  attention.self.key, attention.self.value, attention.output.dense, intermediate.dense, output.dense}", with
+  their biases (added after the quantized product, never quantized). refq.models.bert calls its module-level
+  `_linear(x, params, name)` and has no ops argument yet, so `bert_linear_hook` routes that function through
+  an ops object for the duration of a `with` block (restored on exit; not thread-safe). The hook refq.aser
+  needs from refq.models.bert is an `ops` argument on encode / embed_sentences, as in refq.models.llama.
+
+Input groups (`llama_groups`, `bert_groups`): linears that read the same normalised input (q/k/v; w1/w3 or
+intermediate) are "foldable": one smoothing vector can be folded into the norm's gain. With smoothing scope
+"shared" they share m (w_j = column max over the group); the others (wo/w2, attention.output.dense,
+output.dense) have no preceding norm: SmoothQuant leaves them unsmoothed, ASER smooths them online.
+
+References: aser.md §2.1 (which layers), §2.3 step 7 and §5.2 (shared smoothing, unsmoothed wo/w2).
+"""
+from __future__ import annotations
+
+import contextlib
+import sys
+
+import numpy as np
+
+from refq.aser.calibrate import LLAMA_LINEARS, LayerStats
+from refq.aser.methods import DEFAULT_SCOPE, quantize_linear
+from refq.aser.qlinear import QuantizedLinear, forward_int, forward_sim
+from refq.aser.settings import QuantSettings
+from refq.aser.smoothing import weight_column_absmax
+from refq.autograd import functional as F
+from refq.autograd.engine import Tensor, as_array
+from refq.models.llama import LlamaOps
+
+BERT_LINEARS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
+                "intermediate.dense", "output.dense")
+
+
+def llama_linear_weights(params: dict, cfg) -> dict[str, np.ndarray]:
+    """Hook name -> weight [O, I] of every block linear of a llama2.c model."""
+    return {f"layers.{l}.{w}": params[w][l] for l in range(cfg.n_layers) for w in LLAMA_LINEARS}
+
+
+def llama_groups(cfg) -> list[tuple[tuple[str, ...], bool]]:
+    """(names sharing one input, foldable into a preceding RMSNorm) for every block."""
+    out = []
+    for l in range(cfg.n_layers):
+        p = f"layers.{l}."
+        out += [((p + "wq", p + "wk", p + "wv"), True), ((p + "wo",), False),
+                ((p + "w1", p + "w3"), True), ((p + "w2",), False)]
+    return out
+
+
+def bert_linear_weights(params: dict, cfg) -> dict[str, np.ndarray]:
+    """Hook name -> weight [O, I] of every encoder linear of a BERT model."""
+    return {f"encoder.layer.{i}.{n}": params[f"encoder.layer.{i}.{n}.weight"]
+            for i in range(cfg.num_hidden_layers) for n in BERT_LINEARS}
+
+
+def bert_groups(cfg) -> list[tuple[tuple[str, ...], bool]]:
+    """(names sharing one input, foldable into a preceding LayerNorm) for every encoder layer."""
+    out = []
+    for i in range(cfg.num_hidden_layers):
+        p = f"encoder.layer.{i}."
+        out += [((p + BERT_LINEARS[0], p + BERT_LINEARS[1], p + BERT_LINEARS[2]), True),
+                ((p + BERT_LINEARS[3],), False), ((p + BERT_LINEARS[4],), True), ((p + BERT_LINEARS[5],), False)]
+    return out
+
+
+def quantize_layers(weights: dict[str, np.ndarray], stats: dict[str, LayerStats], method: str,
+                    settings: QuantSettings, groups, verbose: bool = False) -> dict[str, QuantizedLinear]:
+    """Name -> QuantizedLinear for every layer in `groups`, with the method's smoothing scope resolved."""
+    scope = settings.smooth_scope or DEFAULT_SCOPE.get(method, "layer")
+    missing = sorted({n for names, _ in groups for n in names} - set(stats))
+    if missing:
+        raise ValueError(f"quantize_layers: no calibration statistics for {missing[:4]} ({len(missing)} layers)")
+    layers = {}
+    for names, foldable in groups:
+        shared = scope == "shared" and foldable
+        colmax = weight_column_absmax(*(weights[n] for n in names)) if shared else None  # [I] or None
+        layer_settings = settings
+        if scope == "shared" and not foldable and method == "smoothquant":
+            layer_settings = settings.with_(smooth=False)  # no norm to fold into: left unsmoothed (§5.2)
+        for n in names:
+            layers[n] = quantize_linear(method, weights[n], stats[n], layer_settings, colmax)
+            if verbose:
+                print(f"quantize {method}: {n} {weights[n].shape} rank {layers[n].rank}", file=sys.stderr)
+    return layers
+
+
+class QuantizedOps(LlamaOps):
+    """Linear hook that runs the quantized layers (simulation or integer path) and the rest in float."""
+
+    def __init__(self, layers: dict[str, QuantizedLinear], integer: bool = False):
+        self.layers = layers
+        self.integer = integer
+
+    def linear(self, name, x, w, b=None):
+        """x [..., I] -> [..., O]: the quantized layer `name` if there is one, else x @ w.T + b in float."""
+        layer = self.layers.get(name)
+        if layer is None:
+            return F.linear(x, w, b)  # [..., I] -> [..., O]
+        xa = as_array(x)
+        forward = forward_int if self.integer else forward_sim
+        y = forward(layer, xa.reshape(-1, xa.shape[-1]), None if b is None else as_array(b))  # [N, O]
+        return Tensor(y.reshape(*xa.shape[:-1], layer.d_out))  # [..., O]; inference only, no graph
+
+
+@contextlib.contextmanager
+def bert_linear_hook(ops):
+    """Inside the block, refq.models.bert's linears call ops.linear(name, x, W, b)."""
+    from refq.models import bert
+
+    original = bert._linear
+
+    def hooked(x, params, name):
+        return ops.linear(name, x, params[f"{name}.weight"], params[f"{name}.bias"])
+
+    bert._linear = hooked
+    try:
+        yield
+    finally:
+        bert._linear = original
