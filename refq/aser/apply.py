@@ -6,10 +6,8 @@ Both models route their linear layers through a named hook `ops.linear(name, x, 
   (aser.md §2.1 "What is quantized", SmoothQuant's quantize_llama_like choice);
 * MiniLM BERT (refq.models.bert): the 6 linears of each layer, "encoder.layer.{i}.{attention.self.query,
   attention.self.key, attention.self.value, attention.output.dense, intermediate.dense, output.dense}", with
-  their biases (added after the quantized product, never quantized). refq.models.bert calls its module-level
-  `_linear(x, params, name)` and has no ops argument yet, so `bert_linear_hook` routes that function through
-  an ops object for the duration of a `with` block (restored on exit; not thread-safe). The hook refq.aser
-  needs from refq.models.bert is an `ops` argument on encode / embed_sentences, as in refq.models.llama.
+  their biases (added after the quantized product, never quantized), through the `ops` argument of
+  refq.models.bert.encode / embed_sentences.
 
 Input groups (`llama_groups`, `bert_groups`): linears that read the same normalised input (q/k/v; w1/w3 or
 intermediate) are "foldable": one smoothing vector can be folded into the norm's gain. With smoothing scope
@@ -20,7 +18,6 @@ References: aser.md §2.1 (which layers), §2.3 step 7 and §5.2 (shared smoothi
 """
 from __future__ import annotations
 
-import contextlib
 import sys
 
 import numpy as np
@@ -106,20 +103,3 @@ class QuantizedOps(LlamaOps):
         forward = forward_int if self.integer else forward_sim
         y = forward(layer, xa.reshape(-1, xa.shape[-1]), None if b is None else as_array(b))  # [N, O]
         return Tensor(y.reshape(*xa.shape[:-1], layer.d_out))  # [..., O]; inference only, no graph
-
-
-@contextlib.contextmanager
-def bert_linear_hook(ops):
-    """Inside the block, refq.models.bert's linears call ops.linear(name, x, W, b)."""
-    from refq.models import bert
-
-    original = bert._linear
-
-    def hooked(x, params, name):
-        return ops.linear(name, x, params[f"{name}.weight"], params[f"{name}.bias"])
-
-    bert._linear = hooked
-    try:
-        yield
-    finally:
-        bert._linear = original

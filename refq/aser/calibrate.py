@@ -178,7 +178,7 @@ def calibrate_llama(params: dict, cfg, token_ids: np.ndarray, window: int | None
 def calibrate_bert(model, texts: list[str], keep_inputs: int = 0, batch_size: int = 32, names=None,
                    verbose: bool = False) -> dict[str, LayerStats]:
     """LayerStats of every encoder linear of a SentenceModel over the real (unpadded) tokens of the texts."""
-    from refq.aser.apply import BERT_LINEARS, bert_linear_hook
+    from refq.aser.apply import BERT_LINEARS
     from refq.autograd.engine import no_grad
     from refq.models.bert import encode
     from refq.models.wordpiece import encode_batch
@@ -189,12 +189,13 @@ def calibrate_bert(model, texts: list[str], keep_inputs: int = 0, batch_size: in
         names = [f"encoder.layer.{i}.{n}" for i in range(model.config.num_hidden_layers) for n in BERT_LINEARS]
     recorder = StatsRecorder(names, keep_inputs)
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))  # similar lengths: little padding
-    with no_grad(), bert_linear_hook(recording_ops(recorder)):
+    ops = recording_ops(recorder)
+    with no_grad():
         for start in range(0, len(texts), batch_size):
             batch = [texts[i] for i in order[start:start + batch_size]]
             ids, mask = encode_batch(batch, model.vocab, model.max_length)  # [B, T] each
             recorder.row_mask = mask.reshape(-1) == 1  # [B*T]: padding rows never enter the statistics
-            encode(model.params, ids, mask, model.config)
+            encode(model.params, ids, mask, model.config, ops=ops)
             if verbose:
                 print(f"calibrate: {min(start + batch_size, len(texts))}/{len(texts)} sentences", file=sys.stderr)
     return recorder.stats

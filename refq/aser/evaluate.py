@@ -87,10 +87,9 @@ def embedding_agreement(fp: np.ndarray, quant: np.ndarray, partner: np.ndarray |
 
 def bert_embed(model, texts: list[str], layers: dict | None = None, integer: bool = False) -> np.ndarray:
     """Sentence embeddings [N, D] of a SentenceModel, FP or with the quantized layers."""
-    from refq.aser.apply import QuantizedOps, bert_linear_hook
+    from refq.aser.apply import QuantizedOps
     from refq.models.bert import embed_sentences
 
     if layers is None:
         return embed_sentences(model, texts)
-    with bert_linear_hook(QuantizedOps(layers, integer)):
-        return embed_sentences(model, texts)
+    return embed_sentences(model, texts, ops=QuantizedOps(layers, integer))

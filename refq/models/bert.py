@@ -109,17 +109,28 @@ def embeddings(params: dict, ids: np.ndarray, token_type_ids: np.ndarray, cfg: B
                         eps=cfg.layer_norm_eps)
 
 
-def _linear(x, params: dict, name: str) -> Tensor:
-    return F.linear(x, params[f"{name}.weight"], params[f"{name}.bias"])
+class BertOps:
+    """Full-precision linear layers; a quantized model passes its own object with the same `linear`."""
+
+    def linear(self, name: str, x, w, b=None):
+        return F.linear(x, w, b)  # [..., I] -> [..., O]
 
 
-def self_attention(x: Tensor, mask_bias: np.ndarray, params: dict, prefix: str, cfg: BertConfig) -> Tensor:
+FLOAT_OPS = BertOps()
+
+
+def _linear(x, params: dict, name: str, ops) -> Tensor:
+    return ops.linear(name, x, params[f"{name}.weight"], params[f"{name}.bias"])
+
+
+def self_attention(x: Tensor, mask_bias: np.ndarray, params: dict, prefix: str, cfg: BertConfig,
+                   ops: BertOps = FLOAT_OPS) -> Tensor:
     """Multi-head scaled dot-product self-attention, heads concatenated: [B, T, D] -> [B, T, D]."""
     B, T, D = x.shape
     H, Dh = cfg.num_attention_heads, cfg.head_dim
 
     def heads(name):  # [B, T, D] -> [B, H, T, Dh]
-        return F.transpose(F.reshape(_linear(x, params, f"{prefix}.{name}"), (B, T, H, Dh)), (0, 2, 1, 3))
+        return F.transpose(F.reshape(_linear(x, params, f"{prefix}.{name}", ops), (B, T, H, Dh)), (0, 2, 1, 3))
 
     q, k, v = heads("query"), heads("key"), heads("value")
     scores = F.mul(F.matmul(q, F.transpose(k, (0, 1, 3, 2))), 1.0 / math.sqrt(Dh))  # [B, H, T, T]
@@ -128,21 +139,22 @@ def self_attention(x: Tensor, mask_bias: np.ndarray, params: dict, prefix: str, 
     return F.reshape(F.transpose(context, (0, 2, 1, 3)), (B, T, D))  # [B, T, H, Dh] -> [B, T, D]
 
 
-def layer(x: Tensor, mask_bias: np.ndarray, params: dict, i: int, cfg: BertConfig) -> Tensor:
+def layer(x: Tensor, mask_bias: np.ndarray, params: dict, i: int, cfg: BertConfig,
+          ops: BertOps = FLOAT_OPS) -> Tensor:
     """One post-norm transformer layer: [B, T, D] -> [B, T, D]."""
     p, eps = f"encoder.layer.{i}", cfg.layer_norm_eps
-    a = _linear(self_attention(x, mask_bias, params, f"{p}.attention.self", cfg), params,
-                f"{p}.attention.output.dense")  # [B, T, D]
+    a = _linear(self_attention(x, mask_bias, params, f"{p}.attention.self", cfg, ops), params,
+                f"{p}.attention.output.dense", ops)  # [B, T, D]
     h = F.layer_norm(F.add(x, a), params[f"{p}.attention.output.LayerNorm.weight"],
                      params[f"{p}.attention.output.LayerNorm.bias"], eps=eps)
-    f = F.gelu(_linear(h, params, f"{p}.intermediate.dense"))  # [B, T, D] -> [B, T, I]
-    f = _linear(f, params, f"{p}.output.dense")  # [B, T, I] -> [B, T, D]
+    f = F.gelu(_linear(h, params, f"{p}.intermediate.dense", ops))  # [B, T, D] -> [B, T, I]
+    f = _linear(f, params, f"{p}.output.dense", ops)  # [B, T, I] -> [B, T, D]
     return F.layer_norm(F.add(h, f), params[f"{p}.output.LayerNorm.weight"], params[f"{p}.output.LayerNorm.bias"],
                         eps=eps)
 
 
 def encode(params: dict, ids: np.ndarray, mask: np.ndarray, cfg: BertConfig,
-           token_type_ids: np.ndarray | None = None) -> Tensor:
+           token_type_ids: np.ndarray | None = None, ops: BertOps = FLOAT_OPS) -> Tensor:
     """Last hidden states of the encoder: ids, mask [B, T] -> [B, T, D]."""
     if ids.ndim != 2 or mask.shape != ids.shape:
         raise ValueError(f"bert.encode: ids {ids.shape} and mask {mask.shape} must both be [B, T]")
@@ -150,7 +162,7 @@ def encode(params: dict, ids: np.ndarray, mask: np.ndarray, cfg: BertConfig,
     mask_bias = ((1.0 - mask.astype(np.float32)) * MASK_BIAS)[:, None, None, :]  # [B, T] -> [B, 1, 1, T]
     x = embeddings(params, ids, token_type_ids, cfg)
     for i in range(cfg.num_hidden_layers):
-        x = layer(x, mask_bias, params, i, cfg)
+        x = layer(x, mask_bias, params, i, cfg, ops)
     return x
 
 
@@ -213,7 +225,8 @@ def load_sentence_model(model_dir: str | Path) -> SentenceModel:
                          normalize=any(m.get("type", "").endswith("Normalize") for m in modules))
 
 
-def embed_sentences(model: SentenceModel, texts: list[str], batch_size: int = 32) -> np.ndarray:
+def embed_sentences(model: SentenceModel, texts: list[str], batch_size: int = 32,
+                    ops: BertOps = FLOAT_OPS) -> np.ndarray:
     """Sentence embeddings [N, D] float32 (mean-pooled, L2-normalized when the model says so)."""
     if isinstance(texts, str) or not texts:
         raise ValueError(f"embed_sentences: expected a non-empty list of strings, got {texts!r:.80}")
@@ -223,7 +236,7 @@ def embed_sentences(model: SentenceModel, texts: list[str], batch_size: int = 32
         for start in range(0, len(texts), batch_size):
             rows = order[start:start + batch_size]
             ids, mask = encode_batch([texts[i] for i in rows], model.vocab, model.max_length)  # [B, T]
-            pooled = mean_pool(encode(model.params, ids, mask, model.config), mask)  # [B, D]
+            pooled = mean_pool(encode(model.params, ids, mask, model.config, ops=ops), mask)  # [B, D]
             out[rows] = (l2_normalize(pooled) if model.normalize else pooled).data
     return out
 
