@@ -1,0 +1,168 @@
+"""`refq vit ...`: the small Fashion-MNIST ViT (train, eval) and SARDFQ data-free quantization (dfq)."""
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("vit", help="train/evaluate the shipped ViT; data-free quantization (SARDFQ)",
+                              description="The Vision Transformer used by the SARDFQ experiments.")
+    sub = p.add_subparsers(dest="vit_command", metavar="VIT_COMMAND")
+
+    t = sub.add_parser("train", help="train the Fashion-MNIST ViT from scratch (seeded)",
+                       description="Train the small ViT on Fashion-MNIST with the hand-written autograd and save "
+                                   "it as an .npz with a manifest (config, command, seed, accuracy, history).")
+    t.add_argument("--data", default=None, help="folder with the Fashion-MNIST IDX files "
+                                                "(default: /usr/share/datasets/fashion-mnist)")
+    t.add_argument("--out", required=True, help="output .npz path")
+    t.add_argument("--epochs", type=int, default=15)
+    t.add_argument("--batch-size", type=int, default=128)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--weight-decay", type=float, default=0.05)
+    t.add_argument("--embed-dim", type=int, default=96)
+    t.add_argument("--depth", type=int, default=6)
+    t.add_argument("--heads", type=int, default=3)
+    t.add_argument("--patch", type=int, default=4)
+    t.add_argument("--limit", type=int, default=None, help="use only the first N training images (smoke tests)")
+    t.add_argument("--seed", type=int, default=0)
+    t.set_defaults(func=_train)
+
+    e = sub.add_parser("eval", help="top-1 of a ViT checkpoint on the Fashion-MNIST test set",
+                       description="Evaluate a refq ViT checkpoint (default: the shipped one).")
+    e.add_argument("--checkpoint", default=None, help="refq .npz checkpoint (default: the shipped ViT)")
+    e.add_argument("--data", default=None, help="folder with the Fashion-MNIST IDX files")
+    e.add_argument("--limit", type=int, default=None, help="evaluate on the first N test images only")
+    e.add_argument("--json", action="store_true", help="print a JSON record")
+    e.set_defaults(func=_eval)
+
+    d = sub.add_parser("dfq", help="SARDFQ data-free quantization: calibrate, quantize, reconstruct, print top-1",
+                       description="Quantize a ViT (weights per-channel, activations per-tensor, log2 attention) "
+                                   "with calibration images from real data, Gaussian noise, PSAQ-ViT or SARDFQ "
+                                   "synthesis, reconstruct block by block, and print top-1. Default model and "
+                                   "data: the shipped Fashion-MNIST ViT and its test set; --checkpoint with "
+                                   "--images evaluates a converted timm ViT/DeiT on a labelled image folder.")
+    d.add_argument("--calib", choices=("noise", "psaq", "sardfq", "real"), default="sardfq")
+    d.add_argument("--wbits", type=int, default=4)
+    d.add_argument("--abits", type=int, default=4)
+    d.add_argument("--no-apa", action="store_true", help="SARDFQ without Attention Priors Alignment")
+    d.add_argument("--no-msr", action="store_true", help="SARDFQ without Multi-Semantic Reinforcement")
+    d.add_argument("--no-sl", action="store_true", help="SARDFQ with one-hot instead of soft labels")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--alpha1", type=float, default=None, help="APA weight (default: refq's tuned value)")
+    d.add_argument("--batch", type=int, default=32, help="calibration images (paper: 32)")
+    d.add_argument("--iters", type=int, default=None, help="synthesis iterations per round (2 rounds; paper: 500)")
+    d.add_argument("--recon-iters", type=int, default=100, help="reconstruction steps per block (paper: 100)")
+    d.add_argument("--chunk", type=int, default=0, help="images per synthesis forward (0: all; saves memory)")
+    d.add_argument("--integer", action="store_true", help="evaluate on the integer kernels instead of fake-quant")
+    d.add_argument("--checkpoint", default=None, help="refq ViT .npz or a timm ViT/DeiT converted by `refq convert`")
+    d.add_argument("--heads", type=int, default=None, help="attention heads of a converted checkpoint (default D/64)")
+    d.add_argument("--images", default=None, help="evaluation image folder (DIR/<class>/<image>) for --checkpoint")
+    d.add_argument("--labels", default=None, help="class-order file for --images (one class folder per line), or "
+                                                  "'filename class_index' lines for a flat folder")
+    d.add_argument("--calib-images", default=None, help="folder of real calibration images (--calib real with --images)")
+    d.add_argument("--data", default=None, help="Fashion-MNIST folder (default: /usr/share/datasets/fashion-mnist)")
+    d.add_argument("--limit", type=int, default=None, help="evaluate on N images only")
+    d.add_argument("--save-images", default=None, help="write the calibration images as a PNG grid")
+    d.add_argument("--json", action="store_true", help="print a JSON record")
+    d.set_defaults(func=_dfq)
+    p.set_defaults(func=lambda args: p.print_help() or 0)
+
+
+def _train(args) -> int:
+    import numpy as np
+
+    from refq.data import fashion_mnist as fm
+    from refq.io.npz import save_npz
+    from refq.models.vit import ViTConfig, normalize_images
+    from refq.models.vit_train import train
+
+    cfg = ViTConfig(img_size=28, patch_size=args.patch, in_chans=1, num_classes=10, embed_dim=args.embed_dim,
+                    depth=args.depth, num_heads=args.heads, mean=(fm.MEAN,), std=(fm.STD,))
+    x_train, y_train = fm.load("train", args.data)
+    x_test, y_test = fm.load("test", args.data)
+    if args.limit:
+        x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+    rng = np.random.default_rng(args.seed)
+    print(f"training ViT {cfg.to_dict()} on {len(x_train)} images, seed {args.seed}", file=sys.stderr)
+    params, history = train(cfg, normalize_images(x_train[:, None], cfg), y_train,
+                            normalize_images(x_test[:, None], cfg), y_test, rng,
+                            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                            weight_decay=args.weight_decay)
+    manifest = {"config": cfg.to_dict(), "command": "refq vit " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+                "seed": args.seed, "test_top1": history[-1]["test_top1"], "history": history}
+    save_npz(args.out, params, manifest)
+    print(json.dumps({"out": args.out, "test_top1": history[-1]["test_top1"]}))
+    return 0
+
+
+def _eval(args) -> int:
+    from refq.data import fashion_mnist as fm
+    from refq.models.vit import normalize_images
+    from refq.models.vit_train import accuracy
+    from refq.pretrained import load_vit
+
+    params, cfg, manifest = load_vit(args.checkpoint)
+    x, y = fm.load("test", args.data)
+    if args.limit:
+        x, y = x[:args.limit], y[:args.limit]
+    acc = accuracy(params, cfg, normalize_images(x[:, None], cfg), y)
+    if args.json:
+        print(json.dumps({"top1": acc, "n": len(y)}))
+    else:
+        print(f"top-1 {100 * acc:.2f}% on {len(y)} Fashion-MNIST test images")
+    return 0
+
+
+def _dfq(args) -> int:
+    from dataclasses import replace
+
+    from refq.sardfq import pipeline
+    from refq.sardfq.synthesis import SynthConfig
+
+    if args.calib != "sardfq" and (args.no_apa or args.no_msr or args.no_sl):
+        raise ValueError(f"--no-apa/--no-msr/--no-sl only apply to --calib sardfq, got --calib {args.calib}")
+    if args.images is None and (args.labels or args.calib_images):
+        raise ValueError("--labels and --calib-images need --images")
+    params, cfg, _ = pipeline.load_model(args.checkpoint, heads=args.heads)
+    sc = SynthConfig(batch=args.batch, apa=not args.no_apa, msr=not args.no_msr, sl=not args.no_sl, chunk=args.chunk)
+    if args.alpha1 is not None:
+        sc = replace(sc, alpha1=args.alpha1)
+    if args.iters is not None:
+        sc = replace(sc, iters=args.iters)
+    real_pool = None
+    if args.images is not None:
+        eval_x, eval_y = pipeline.load_image_folder(args.images, cfg, args.labels, args.limit)
+        if args.calib == "real":
+            if args.calib_images is None:
+                raise ValueError("--calib real with --images needs --calib-images DIR (real calibration images)")
+            real_pool, _ = pipeline.load_image_folder(args.calib_images, cfg)
+    else:
+        if cfg.img_size != 28 or cfg.in_chans != 1:
+            raise ValueError(f"model expects {cfg.in_chans}x{cfg.img_size}x{cfg.img_size} inputs; pass --images DIR")
+        eval_x, eval_y = pipeline.fashion_mnist(cfg, "test", args.data, args.limit)
+        if args.calib == "real":
+            real_pool, _ = pipeline.fashion_mnist(cfg, "train", args.data)
+    print(f"dfq: {args.calib} calibration, W{args.wbits}A{args.abits}, seed {args.seed}, "
+          f"{len(eval_y)} evaluation images", file=sys.stderr)
+    record, images, _ = pipeline.run_config(params, cfg, args.calib, args.wbits, args.abits, args.seed, eval_x,
+                                            eval_y, sc, real_pool, args.recon_iters, integer=args.integer)
+    if args.save_images:
+        from refq.models.vit_train import predict
+
+        pipeline.save_image_grid(images, cfg, args.save_images, scale=max(1, 112 // cfg.img_size))
+        record["fp_predictions"] = predict(params, cfg, images).argmax(-1).tolist()
+        record["images_png"] = args.save_images
+    if args.json:
+        print(json.dumps(record))
+        return 0
+    what = args.calib
+    if args.calib == "sardfq":
+        parts = [name for name, on in (("APA", sc.apa), ("MSR", sc.msr), ("SL", sc.sl)) if on]
+        what += f" ({'+'.join(parts) or 'none'})"
+    s = record["seconds"]
+    print(f"W{args.wbits}A{args.abits} {what}, seed {args.seed}: top-1 {100 * record['top1']:.2f}% on "
+          f"{record['n_eval']} images (synthesis {s['synthesis']:.0f} s = {s['synthesis_per_image']:.2f} s/image, "
+          f"reconstruction {s['reconstruction']:.0f} s)")
+    return 0

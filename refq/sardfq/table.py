@@ -1,0 +1,220 @@
+"""Regenerate the SARDFQ table of the README: main results, the W4A4 ablation, seeds, runtime.
+
+    python -m refq.sardfq.table --out-md sardfq_table.md --out-json sardfq_table.json [--seeds 0 1 2]
+
+Rows (each cell: top-1 mean +- sample std over the seeds, on the Fashion-MNIST test set by default):
+* FP32;
+* W4A4 and W6A6 with calibration images from real training images, Gaussian noise, PSAQ-ViT and SARDFQ
+  (the layout of sardfq.md §8.1-8.2);
+* the W4A4 ablation of §8.3: SARDFQ with every subset of {APA, MSR, SL} ("none" = CE + 0.05 TV inversion).
+Calibration images depend on (method, switches, seed) only, so W4A4 and W6A6 share them; they are cached
+in memory and, with --cache DIR, on disk. With --out-json every finished run is written at once and
+--resume skips the runs already in that file.
+
+`--sweep-alpha A1 A2 ...` instead tunes alpha1 of L_APA on held-out images: SARDFQ W4A4 top-1 on
+`--heldout` Fashion-MNIST *training* images (the last 2000 by default; never the test set). The
+network has seen those images in training, but every alpha1 is scored on the same images and the
+quantity compared is the quantized model's accuracy, which depends on alpha1 only through the
+calibration images.
+
+References: sardfq.md §8 (tables), §10 item 8 (alpha1 search).
+"""
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+import time
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+
+from refq.sardfq import pipeline
+from refq.sardfq.synthesis import SynthConfig
+
+MAIN_CALIBS = (("real", "Real images"), ("noise", "Gaussian noise"), ("psaq", "PSAQ-ViT"), ("sardfq", "SARDFQ"))
+MAIN_BITS = ((4, 4), (6, 6))
+ABLATION = tuple(itertools.product((False, True), repeat=3))  # (apa, msr, sl)
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def configurations() -> list[dict]:
+    """Every run of the table (per seed): the main grid, then the ablation rows not already in it."""
+    runs = [{"calib": c, "wbits": w, "abits": a, "apa": True, "msr": True, "sl": True}
+            for (w, a) in MAIN_BITS for c, _ in MAIN_CALIBS]
+    runs += [{"calib": "sardfq", "wbits": 4, "abits": 4, "apa": apa, "msr": msr, "sl": sl}
+             for apa, msr, sl in ABLATION if not (apa and msr and sl)]
+    return runs
+
+
+def subset(name: str) -> list[dict]:
+    """The runs of one part of the table: 'all', 'main' (calibration x bits), 'w4a4' or 'ablation'."""
+    runs = configurations()
+    if name == "main":
+        return runs[:len(MAIN_BITS) * len(MAIN_CALIBS)]
+    if name == "w4a4":
+        return runs[:len(MAIN_CALIBS)]
+    if name == "ablation":
+        return [r for r in runs if r["calib"] == "sardfq" and r["wbits"] == 4]
+    return runs
+
+
+def run_key(run: dict, seed: int) -> str:
+    """Identifier of one run, e.g. 'sardfq-W4A4-apa1-msr0-sl1-seed0'."""
+    switches = f"-apa{int(run['apa'])}-msr{int(run['msr'])}-sl{int(run['sl'])}" if run["calib"] == "sardfq" else ""
+    return f"{run['calib']}-W{run['wbits']}A{run['abits']}{switches}-seed{seed}"
+
+
+class ImageCache:
+    """Calibration images per (method, switches, seed), in memory and optionally as .npy files."""
+
+    def __init__(self, params, cfg, sc: SynthConfig, real_pool, directory=None, log=_stderr):
+        self.params, self.cfg, self.sc, self.real_pool, self.log = params, cfg, sc, real_pool, log
+        self.directory = Path(directory) if directory else None
+        self.memory: dict[str, tuple[np.ndarray, float]] = {}
+
+    def get(self, run: dict, seed: int) -> tuple[np.ndarray, float]:
+        """(images, synthesis seconds) for a run, synthesised on the first request."""
+        sc = replace(self.sc, apa=run["apa"], msr=run["msr"], sl=run["sl"])
+        key = (run_key({**run, "wbits": 0, "abits": 0}, seed).replace("-W0A0", "")
+               + f"-b{sc.batch}-it{sc.iters}x{sc.rounds}-alpha{sc.alpha1:g}")
+        if key in self.memory:
+            return self.memory[key]
+        path = self.directory / f"{key}.npz" if self.directory else None
+        if path is not None and path.exists():
+            with np.load(path) as f:
+                self.memory[key] = (f["images"], float(f["seconds"]))
+            return self.memory[key]
+        images, _, seconds = pipeline.calibration_images(self.params, self.cfg, run["calib"], sc,
+                                                         np.random.default_rng([seed, 0]), self.real_pool, self.log)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            np.savez(path, images=images, seconds=seconds)
+        self.memory[key] = (images, seconds)
+        return self.memory[key]
+
+
+def run_all(params, cfg, eval_x, eval_y, cache: ImageCache, seeds, recon_iters: int, records: list,
+            out_json=None, runs=None, log=_stderr) -> list:
+    """Run every configuration for every seed (skipping keys already in records); returns the records."""
+    done = {r["key"] for r in records}
+    runs = configurations() if runs is None else runs
+    for seed in seeds:
+        for run in runs:
+            key = run_key(run, seed)
+            if key in done:
+                continue
+            log(f"table: {key}")
+            images, synth_seconds = cache.get(run, seed)
+            sc = replace(cache.sc, apa=run["apa"], msr=run["msr"], sl=run["sl"])
+            record, _, _ = pipeline.run_config(params, cfg, run["calib"], run["wbits"], run["abits"], seed, eval_x,
+                                               eval_y, sc, recon_iters=recon_iters, images=images, log=log)
+            record["seconds"].update(synthesis=synth_seconds, synthesis_per_image=synth_seconds / len(images))
+            record["key"] = key
+            records.append(record)
+            log(f"table: {key} top-1 {100 * record['top1']:.2f}%")
+            if out_json:
+                Path(out_json).write_text(json.dumps({"records": records}, indent=1))
+    return records
+
+
+def _cell(records: list, **match) -> str:
+    """'mean ± std' (percent, sample std over seeds) of the records matching every field, '–' if none."""
+    vals = [100 * r["top1"] for r in records if all(r.get(k) == v for k, v in match.items())]
+    if not vals:
+        return "–"
+    return f"{np.mean(vals):.2f} ± {np.std(vals, ddof=1):.2f}" if len(vals) > 1 else f"{vals[0]:.2f}"
+
+
+def to_markdown(records: list, fp_top1: float, meta: dict) -> str:
+    """The README table: main results, ablation, and a runtime line."""
+    lines = ["| Calibration | W4A4 | W6A6 |", "|---|---|---|", f"| FP32 (no quantization) | {100 * fp_top1:.2f} | |"]
+    full = {"apa": True, "msr": True, "sl": True}
+    for calib, label in MAIN_CALIBS:
+        sw = full if calib == "sardfq" else {"apa": False, "msr": False, "sl": False}
+        cells = [_cell(records, calib=calib, wbits=w, abits=a, **sw) for w, a in MAIN_BITS]
+        lines.append(f"| {label} | {cells[0]} | {cells[1]} |")
+    lines += ["", "| APA | MSR | SL | W4A4 top-1 |", "|---|---|---|---|"]
+    for apa, msr, sl in ABLATION:
+        mark = ["✓" if on else "–" for on in (apa, msr, sl)]
+        cell = _cell(records, calib="sardfq", wbits=4, abits=4, apa=apa, msr=msr, sl=sl)
+        lines.append(f"| {mark[0]} | {mark[1]} | {mark[2]} | {cell} |")
+    per_image = {}
+    for calib, switches in (("psaq", {}), ("sardfq", full)):
+        secs = [r["seconds"]["synthesis_per_image"] for r in records
+                if r["calib"] == calib and all(r[k] == v for k, v in switches.items())]
+        per_image[calib] = f"{np.mean(secs):.2f}" if secs else "–"
+    lines += ["", f"Seeds {meta['seeds']}; {meta['n_eval']} evaluation images; synthesis {meta['synth_iters']} "
+                  f"iterations on {meta['batch']} images (alpha1 = {meta['alpha1']:g}); reconstruction "
+                  f"{meta['recon_iters']} steps per unit. Synthesis time per image: PSAQ-ViT {per_image['psaq']} s, "
+                  f"SARDFQ {per_image['sardfq']} s; total {meta['seconds'] / 60:.1f} min."]
+    return "\n".join(lines) + "\n"
+
+
+def sweep_alpha(params, cfg, alphas, seeds, sc: SynthConfig, heldout_x, heldout_y, recon_iters: int, log=_stderr) -> list:
+    """SARDFQ W4A4 top-1 on held-out images for every alpha1 (and seed)."""
+    out = []
+    for alpha in alphas:
+        for seed in seeds:
+            record, _, _ = pipeline.run_config(params, cfg, "sardfq", 4, 4, seed, heldout_x, heldout_y,
+                                               replace(sc, alpha1=alpha), recon_iters=recon_iters, log=log)
+            out.append({"alpha1": alpha, "seed": seed, "heldout_top1": record["top1"]})
+            log(f"alpha1 {alpha:g} seed {seed}: held-out W4A4 top-1 {100 * record['top1']:.2f}%")
+    return out
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="python -m refq.sardfq.table", description=__doc__.split("\n\n")[0])
+    p.add_argument("--checkpoint", default=None, help="refq ViT .npz (default: the shipped Fashion-MNIST ViT)")
+    p.add_argument("--data", default=None, help="Fashion-MNIST folder")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--iters", type=int, default=SynthConfig.iters, help="synthesis iterations per round")
+    p.add_argument("--alpha1", type=float, default=SynthConfig.alpha1)
+    p.add_argument("--recon-iters", type=int, default=100)
+    p.add_argument("--limit", type=int, default=None, help="evaluate on the first N test images")
+    p.add_argument("--cache", default=None, help="directory for cached calibration images")
+    p.add_argument("--out-md", default=None)
+    p.add_argument("--out-json", default=None)
+    p.add_argument("--resume", action="store_true", help="skip runs already in --out-json")
+    p.add_argument("--subset", choices=("all", "main", "w4a4", "ablation"), default="all",
+                   help="run only part of the grid (w4a4: the four W4A4 calibration rows)")
+    p.add_argument("--sweep-alpha", type=float, nargs="+", default=None, help="tune alpha1 on held-out images")
+    p.add_argument("--heldout", type=int, default=2000, help="held-out training images for --sweep-alpha")
+    args = p.parse_args(argv)
+    start = time.time()
+    params, cfg, _ = pipeline.load_model(args.checkpoint)
+    sc = SynthConfig(iters=args.iters, alpha1=args.alpha1)
+    if args.sweep_alpha:
+        hx, hy = pipeline.fashion_mnist(cfg, "train", args.data, args.heldout, offset=60000 - args.heldout)
+        result = sweep_alpha(params, cfg, args.sweep_alpha, args.seeds, sc, hx, hy, args.recon_iters)
+        print(json.dumps({"sweep": result, "synth": asdict(sc)}))
+        return 0
+    eval_x, eval_y = pipeline.fashion_mnist(cfg, "test", args.data, args.limit)
+    real_pool, _ = pipeline.fashion_mnist(cfg, "train", args.data)
+    records = []
+    if args.resume and args.out_json and Path(args.out_json).exists():
+        records = json.loads(Path(args.out_json).read_text())["records"]
+    cache = ImageCache(params, cfg, sc, real_pool, args.cache)
+    records = run_all(params, cfg, eval_x, eval_y, cache, args.seeds, args.recon_iters, records, args.out_json,
+                      subset(args.subset))
+    from refq.models.vit_train import accuracy
+    fp_top1 = accuracy(params, cfg, eval_x, eval_y)
+    meta = {"seeds": args.seeds, "n_eval": len(eval_y), "synth_iters": sc.rounds * sc.iters, "batch": sc.batch,
+            "alpha1": sc.alpha1, "recon_iters": args.recon_iters, "seconds": time.time() - start}
+    md = to_markdown(records, fp_top1, meta)
+    if args.out_md:
+        Path(args.out_md).write_text(md)
+    if args.out_json:
+        Path(args.out_json).write_text(json.dumps({"records": records, "fp_top1": fp_top1, "meta": meta,
+                                                   "synth": asdict(sc)}, indent=1))
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,44 @@
+"""README table driver: the run grid, image sharing between bit widths, and the markdown."""
+import numpy as np
+
+from refq.models import vit
+from refq.sardfq import table
+from refq.sardfq.synthesis import SynthConfig
+
+
+def test_configurations_cover_main_grid_and_ablation():
+    runs = table.configurations()
+    keys = [table.run_key(r, 0) for r in runs]
+    assert len(runs) == 2 * 4 + 7 and len(set(keys)) == len(keys)
+    ablation = {(r["apa"], r["msr"], r["sl"]) for r in runs if r["calib"] == "sardfq" and r["wbits"] == 4}
+    assert ablation == set(table.ABLATION)
+    assert "sardfq-W4A4-apa1-msr0-sl1-seed0" in keys and "psaq-W6A6-seed0" in keys
+    assert [r["calib"] for r in table.subset("w4a4")] == ["real", "noise", "psaq", "sardfq"]
+    assert len(table.subset("ablation")) == 8 and len(table.subset("main")) == 8
+
+
+def test_markdown_reports_mean_and_std():
+    recs = [{"calib": "sardfq", "wbits": 4, "abits": 4, "apa": True, "msr": True, "sl": True, "top1": t,
+             "seconds": {"synthesis": 10.0, "synthesis_per_image": 0.5}} for t in (0.80, 0.82, 0.84)]
+    md = table.to_markdown(recs, 0.9, {"seeds": [0, 1, 2], "n_eval": 100, "synth_iters": 200, "batch": 32,
+                                       "alpha1": 1000.0, "recon_iters": 100, "seconds": 60})
+    assert "| FP32 (no quantization) | 90.00 | |" in md
+    assert "| SARDFQ | 82.00 ± 2.00 | – |" in md
+    assert "| ✓ | ✓ | ✓ | 82.00 ± 2.00 |" in md and "| – | – | – | – |" in md
+    assert "SARDFQ 0.50 s" in md
+
+
+def test_run_all_shares_images_between_bit_widths(tmp_path):
+    cfg = vit.ViTConfig(img_size=8, patch_size=4, in_chans=1, num_classes=4, embed_dim=8, depth=2, num_heads=2)
+    rng = np.random.default_rng(0)
+    params = vit.init_params(cfg, rng)
+    x, y = rng.standard_normal((6, 1, 8, 8)).astype(np.float32), rng.integers(0, 4, 6)
+    cache = table.ImageCache(params, cfg, SynthConfig(batch=2, iters=2, rounds=1), x, tmp_path, log=lambda m: None)
+    runs = [{"calib": "psaq", "wbits": w, "abits": w, "apa": True, "msr": True, "sl": True} for w in (4, 6)]
+    out = tmp_path / "t.json"
+    records = table.run_all(params, cfg, x, y, cache, [0], 1, [], out, runs, log=lambda m: None)
+    assert [r["key"] for r in records] == ["psaq-W4A4-seed0", "psaq-W6A6-seed0"]
+    assert len(cache.memory) == 1 and len(list(tmp_path.glob("*.npz"))) == 1
+    assert records[0]["seconds"]["synthesis"] == records[1]["seconds"]["synthesis"] > 0
+    again = table.run_all(params, cfg, x, y, cache, [0], 1, records, None, runs, log=lambda m: None)
+    assert len(again) == 2  # finished keys are skipped
