@@ -1,0 +1,325 @@
+"""`refq spot ...`: the joint text spotter's command line.
+
+  refq spot IMAGE... [--json] [--overlay OUT.png] [--lexicon FILE] [--decoder greedy|beam|lexicon]
+                     [--checkpoint PATH] [--int8]
+      Spot words with the shipped model (refq/weights/spotter.npz): one line per word
+      (image, box x0,y0,x1,y1, text, confidence), or with --json the list
+      [{"box": [x0, y0, x1, y1], "text": ..., "score": ..., "det_score": ..., "rec_score": ...}]
+      (several images: [{"image": ..., "words": [...]}], which `refq spot eval --pred` reads).
+      --overlay draws the boxes and texts on the image (OUT_<name>.png for several images).
+  refq spot eval --data DIR [--pred DIR_OR_JSON] [--checkpoint PATH] [--int8] [--limit N] [--json]
+      ICDAR 2015 scores on a dataset folder (gt_img_{i}.txt): detection P/R/F (IoU > 0.5,
+      '###' = do not care) and end-to-end P/R/F (case-insensitive). Without --pred the shipped
+      model runs on the images; then also the recognizer's word accuracy and CER on the
+      ground-truth boxes, and images per second.
+  refq spot train --data DIR --out PATH [--val DIR] [--steps N] [--seed S] [--det-only | --rec-only]
+                  [--recognizer fcr|lstm] [--log FILE] ...
+      Seeded training on a folder made by `refq spot synth`; progress to stderr (and --log).
+  refq spot table --data DIR --joint CKPT --det CKPT --rec CKPT [--lstm CKPT] [--json] [--md FILE]
+      The ablation: joint vs separate detection/recognition models, FCR vs BiLSTM, float vs int8.
+  refq spot synth --out DIR --n N --seed S [--fonts train|heldout] [--size 256] [--rgb]
+      Render a seeded synthetic dataset in the ICDAR 2015 layout (img_{i}.png, gt_img_{i}.txt).
+
+Predictions for `eval --pred` are a folder of ICDAR result files res_img_{i}.txt, or a JSON
+file {"img_1": [{"box": [x0, y0, x1, y1], "text": "..."}, ...], ...} (or "poly" instead of
+"box"), or a list [{"image": "img_1.png", "words": [...]}, ...].
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+from pathlib import Path
+
+_MODES = ("synth", "eval", "train", "table")
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+# ---- synth ---------------------------------------------------------------------------------------
+def _synth_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="refq spot synth",
+                                description="Render a seeded synthetic scene-text dataset in the ICDAR 2015 layout.")
+    p.add_argument("--out", required=True, help="output folder (created if missing)")
+    p.add_argument("--n", type=int, required=True, help="number of images")
+    p.add_argument("--seed", type=int, required=True, help="dataset seed (image i uses the generator [seed, split, i])")
+    p.add_argument("--fonts", choices=("train", "heldout"), default="train",
+                   help="font list: training fonts, or the disjoint held-out fonts for the test set")
+    p.add_argument("--size", type=int, nargs="+", default=[256], metavar="PX",
+                   help="image size: one value (square) or H W (default 256)")
+    p.add_argument("--rgb", action="store_true", help="RGB images instead of grayscale")
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    return p
+
+
+def _run_synth(argv: list[str]) -> int:
+    args = _synth_parser().parse_args(argv)
+    from refq.spotter.synth import generate_dataset
+
+    if len(args.size) not in (1, 2):
+        raise ValueError(f"--size takes one or two values, got {args.size}")
+    size = (args.size[0], args.size[-1])
+    _log(f"synth: {args.n} images of {size[0]}x{size[1]}, {args.fonts} fonts, seed {args.seed} -> {args.out}")
+    summary = generate_dataset(args.out, args.n, args.seed, fonts=args.fonts, size=size,
+                               mode="RGB" if args.rgb else "L", verbose=True)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"wrote {summary['n_images']} images with {summary['n_words']} words "
+              f"({summary['n_dnc']} do-not-care) to {args.out}")
+        print(f"fonts ({args.fonts}): {', '.join(summary['font_files'])}")
+    return 0
+
+
+# ---- spotting images ----------------------------------------------------------------------------------
+def _spot_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="refq spot", description="Spot words (box, text, confidence) in images.")
+    p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (converted to grayscale)")
+    p.add_argument("--json", action="store_true", help="print JSON records instead of one line per word")
+    p.add_argument("--overlay", default=None, metavar="OUT.png", help="draw the spotted words on the image")
+    p.add_argument("--lexicon", default=None, metavar="FILE", help="word list (one per line): lexicon decoding")
+    p.add_argument("--decoder", choices=("greedy", "beam", "lexicon"), default=None,
+                   help="CTC decoder (default greedy, or lexicon when --lexicon is given)")
+    p.add_argument("--checkpoint", default=None, help="spotter .npz (default: refq/weights/spotter.npz)")
+    p.add_argument("--int8", action="store_true", help="run the int8 model (Numba integer GEMMs)")
+    p.add_argument("--score-thresh", type=float, default=0.8, help="score-map threshold (default 0.8)")
+    return p
+
+
+def _read_lexicon(path) -> list[str]:
+    words = [w.strip() for w in Path(path).read_text(encoding="utf-8").splitlines() if w.strip()]
+    if not words:
+        raise ValueError(f"lexicon {path} holds no words")
+    return words
+
+
+def _load_model(checkpoint, int8: bool):
+    """(params, config) of the float model, or the int8-quantized one."""
+    from refq.spotter.infer import load_spotter
+
+    params, cfg, _ = load_spotter(checkpoint)
+    if int8:
+        from refq.spotter.quantized import quantize_spotter
+
+        params = quantize_spotter(params, cfg)
+    return params, cfg
+
+
+def _run_spot(argv: list[str]) -> int:
+    args = _spot_parser().parse_args(argv)
+    import numpy as np
+    from PIL import Image
+
+    from refq.spotter.infer import spot_images
+    from refq.spotter.overlay import draw_overlay
+
+    decoder = args.decoder or ("lexicon" if args.lexicon else "greedy")
+    lexicon = _read_lexicon(args.lexicon) if args.lexicon else None
+    if decoder == "lexicon" and lexicon is None:
+        raise ValueError("--decoder lexicon needs --lexicon FILE")
+    paths = [Path(p) for p in args.images]
+    for path in paths:
+        if not path.is_file():
+            raise ValueError(f"image {path} not found")
+    images = [np.asarray(Image.open(path).convert("L"), dtype=np.uint8) for path in paths]
+    params, cfg = _load_model(args.checkpoint, args.int8)
+    results = spot_images(params, cfg, images, decoder=decoder, lexicon=lexicon, score_thresh=args.score_thresh)
+    if args.overlay:
+        out = Path(args.overlay)
+        for path, image, words in zip(paths, images, results):
+            target = out if len(paths) == 1 else out.with_name(f"{out.stem}_{path.stem}{out.suffix or '.png'}")
+            draw_overlay(image, words, target)
+            _log(f"overlay: {target}")
+    if args.json:
+        payload = results[0] if len(paths) == 1 else [{"image": p.name, "words": w} for p, w in zip(paths, results)]
+        print(json.dumps(payload, indent=2))
+        return 0
+    for path, words in zip(paths, results):
+        for w in words:
+            box = ",".join(f"{v:.0f}" for v in w["box"])
+            print(f"{path.name}\t{box}\t{w['text']}\t{w['score']:.3f}")
+    return 0
+
+
+# ---- eval ----------------------------------------------------------------------------------------------
+def _eval_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="refq spot eval",
+                                description="ICDAR 2015 detection and end-to-end P/R/F on a dataset folder.")
+    p.add_argument("--data", required=True, help="folder with gt_img_{i}.txt ground truth (and img_{i}.png)")
+    p.add_argument("--pred", default=None,
+                   help="folder of res_img_{i}.txt result files, or a JSON file of predictions "
+                        "(default: run the spotter on the images)")
+    p.add_argument("--checkpoint", default=None, help="spotter .npz (default: refq/weights/spotter.npz)")
+    p.add_argument("--int8", action="store_true", help="evaluate the int8 model (Numba integer GEMMs)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    return p
+
+
+def _format_scores(title: str, s: dict) -> str:
+    return (f"{title:<12} P {s['precision']:.4f}  R {s['recall']:.4f}  F {s['hmean']:.4f}   "
+            f"(matched {s['matched']}, GT care {s['n_gt_care']}, det care {s['n_det_care']})")
+
+
+def _run_eval(argv: list[str]) -> int:
+    args = _eval_parser().parse_args(argv)
+    if args.pred is not None:
+        from refq.spotter.evaluate import evaluate_folder, load_predictions
+
+        result = evaluate_folder(args.data, load_predictions(args.pred))
+    else:
+        from refq.spotter.infer import evaluate_dataset
+
+        params, cfg = _load_model(args.checkpoint, args.int8)
+        _log(f"eval: {'int8' if args.int8 else 'float'} {cfg.tasks} model on {args.data}")
+        result = evaluate_dataset(params, cfg, args.data, limit=args.limit, verbose=True)
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return 0
+    print(f"images: {result['n_images']}  (ICDAR 2015 protocol: IoU > 0.5, '###' = do not care)")
+    if result.get("detection"):
+        print(_format_scores("detection", result["detection"]))
+    if result.get("end_to_end") is None:
+        print("end-to-end   (skipped: no transcriptions)")
+    else:
+        print(_format_scores("end-to-end", result["end_to_end"]))
+    if result.get("recognition"):
+        r = result["recognition"]
+        print(f"recognizer on GT boxes: word accuracy {r['word_accuracy']:.4f}  CER {r['cer']:.4f}  "
+              f"1-NED {r['one_minus_ned']:.4f}  ({r['n_words']} words)")
+    if "images_per_second" in result:
+        print(f"speed: {result['images_per_second']:.1f} images/s")
+    return 0
+
+
+# ---- train ----------------------------------------------------------------------------------------------
+def _train_parser() -> argparse.ArgumentParser:
+    import dataclasses
+
+    from refq.spotter.train import TrainConfig
+
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="refq spot train", description="Seeded training of the joint text spotter.")
+    p.add_argument("--data", required=True, help="training folder made by `refq spot synth`")
+    p.add_argument("--val", default=None, help="validation folder (scored every --eval-every steps)")
+    p.add_argument("--out", required=True, help="output .npz (rewritten at every evaluation)")
+    p.add_argument("--log", default=None, help="also append the progress lines to this file")
+    p.add_argument("--seed", type=int, default=0)
+    task = p.add_mutually_exclusive_group()
+    task.add_argument("--det-only", action="store_true", help="backbone + detection head only (ablation)")
+    task.add_argument("--rec-only", action="store_true", help="backbone + recognizer on GT boxes only (ablation)")
+    p.add_argument("--recognizer", choices=("fcr", "lstm"), default="fcr",
+                   help="fully convolutional recognizer (default) or a BiLSTM head (ablation)")
+    p.add_argument("--rec-pad", type=float, default=0.0,
+                   help="recognition reads every box widened by this x its height on both sides (default 0)")
+    p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
+    p.add_argument("--init", default=None, help="start from the params of this checkpoint (same architecture)")
+    for f in dataclasses.fields(TrainConfig):  # every training hyper-parameter, with its default
+        default = getattr(d, f.name)
+        p.add_argument("--" + f.name.replace("_", "-"), type=type(default), default=default,
+                       help=f"(default {default})")
+    return p
+
+
+def _run_train(argv: list[str]) -> int:
+    args = _train_parser().parse_args(argv)
+    import dataclasses
+    import time
+
+    import numpy as np
+
+    from refq.spotter import model as M
+    from refq.spotter.infer import load_arrays, load_spotter
+    from refq.spotter.train import TrainConfig, save_checkpoint, train
+
+    log_file = open(args.log, "a", encoding="utf-8") if args.log else None
+
+    def log(msg: str) -> None:
+        _log(msg)
+        if log_file:
+            log_file.write(msg + "\n")
+            log_file.flush()
+
+    command = "refq spot train " + " ".join(shlex.quote(a) for a in argv)
+    tasks = "det" if args.det_only else "rec" if args.rec_only else "joint"
+    cfg = M.SpotterConfig(tasks=tasks, recognizer=args.recognizer, rec_pad=args.rec_pad)
+    tcfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
+    log(f"{command}\nconfig {cfg.to_dict()}\ntrain {dataclasses.asdict(tcfg)}")
+    t0 = time.time()
+    _, images, words = load_arrays(args.data, args.limit)
+    shapes = {im.shape for im in images}
+    if len(shapes) != 1:
+        raise ValueError(f"training images must share one size, found {sorted(shapes)[:3]}")
+    images = np.stack(images)  # [N, H, W]
+    val = load_arrays(args.val)[1:] if args.val else None
+    log(f"data: {len(images)} training images ({sum(len(w) for w in words)} words)"
+        f"{f', {len(val[0])} validation images' if val else ''} loaded in {time.time() - t0:.0f} s")
+    init, init_manifest = None, None
+    if args.init:
+        init, init_cfg, init_manifest = load_spotter(args.init)
+        if M.expected_shapes(init_cfg) != M.expected_shapes(cfg):
+            raise ValueError(f"--init {args.init} has config {init_cfg}, whose parameters do not fit {cfg}")
+
+    def save(params, history, step):
+        save_checkpoint(args.out, params, cfg, tcfg, history, step, command, args.seed, str(args.data), init_manifest)
+        log(f"saved {args.out} at step {step}")
+
+    rng = np.random.default_rng(args.seed)
+    log(f"parameters: {M.param_count(M.init_params(cfg, np.random.default_rng(0)))}, seed {args.seed}")
+    _, history = train(cfg, tcfg, images, words, rng, val=val, save=save, log=log, init=init)
+    if log_file:
+        log_file.close()
+    print(json.dumps(history[-1] if history else {}, indent=2))
+    return 0
+
+
+# ---- table ----------------------------------------------------------------------------------------------
+def _table_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="refq spot table",
+                                description="Ablation: joint vs separate models, FCR vs BiLSTM, float vs int8.")
+    p.add_argument("--data", required=True, help="held-out test folder")
+    p.add_argument("--joint", default=None, help="joint model (default: the shipped one)")
+    p.add_argument("--det", default=None, help="detection-only model (--det-only)")
+    p.add_argument("--rec", default=None, help="recognition-only FCR model (--rec-only)")
+    p.add_argument("--lstm", default=None, help="recognition-only BiLSTM model (--rec-only --recognizer lstm)")
+    p.add_argument("--no-int8", action="store_true", help="skip the int8 row")
+    p.add_argument("--limit", type=int, default=None, help="first N test images only")
+    p.add_argument("--md", default=None, help="also write the markdown table to this file")
+    p.add_argument("--json", action="store_true", help="print JSON instead of markdown")
+    return p
+
+
+def _run_table(argv: list[str]) -> int:
+    args = _table_parser().parse_args(argv)
+    from refq.spotter.table import ablation, to_markdown
+
+    result = ablation(args.data, joint=args.joint, det=args.det, rec=args.rec, lstm=args.lstm,
+                      int8=not args.no_int8, limit=args.limit, log=_log)
+    md = to_markdown(result)
+    if args.md:
+        Path(args.md).write_text(md + "\n", encoding="utf-8")
+    print(json.dumps(result, indent=2) if args.json else md)
+    return 0
+
+
+def _handle(args: argparse.Namespace) -> int:
+    argv = list(args.argv)
+    if not argv:
+        raise ValueError(f"missing IMAGE or mode ({', '.join(_MODES)}); see refq spot --help")
+    runners = {"synth": _run_synth, "eval": _run_eval, "train": _run_train, "table": _run_table}
+    run, rest = (runners[argv[0]], argv[1:]) if argv[0] in runners else (_run_spot, argv)
+    try:
+        return run(rest)
+    except FileNotFoundError as err:  # a missing font package or input file: one clear line, no traceback
+        raise ValueError(str(err)) from None
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser("spot", help="joint text spotter: spot words in images, train, evaluate, synth data",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="IMAGE... | MODE ...",
+                   help="image files, or synth | eval | train | table followed by its options")
+    p.set_defaults(func=_handle)

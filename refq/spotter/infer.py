@@ -1,0 +1,124 @@
+"""Run a trained spotter: load a checkpoint, spot words in images, and score it on a synthetic dataset.
+
+`load_spotter()` reads refq/weights/spotter.npz (the shipped joint model; its manifest holds the config,
+the training command, the seed and the history). `evaluate_arrays` reports, on ground-truth files in
+the ICDAR 2015 layout (spec Sec. 4):
+
+* detection P/R/F (IoU > 0.5, '###' = do not care) and end-to-end P/R/F (case-insensitive, one
+  leading/trailing GT punctuation mark forgiven) of the full pipeline (`decode.spot_batch`);
+* word accuracy, CER and 1 - NED of the recognizer alone on the ground-truth boxes (spec Sec. 4.3,
+  lower case and [0-9a-z] only);
+* images per second of the full pipeline (wall clock, batches of `batch_size` images).
+
+References: refq spotter spec, Sec. 4.1-4.3 and Sec. 5 (one-call API returning box, text, confidence).
+"""
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from refq.autograd import Tensor, no_grad
+from refq.io.npz import load_npz
+from refq.spotter import model as M
+from refq.spotter.decode import recognize, spot_batch
+from refq.spotter.evaluate import Counts, detection_counts, end_to_end_counts, recognition_metrics
+from refq.spotter.synth import list_samples, load_sample
+
+WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
+SPOTTER_NPZ = WEIGHTS / "spotter.npz"
+
+
+def load_spotter(path: str | Path | None = None) -> tuple[dict, M.SpotterConfig, dict]:
+    """(params, config, manifest) of a refq spotter checkpoint; the shipped model by default."""
+    path = Path(path) if path is not None else SPOTTER_NPZ
+    if not path.exists():
+        raise ValueError(f"spotter checkpoint {path} not found (train one with `refq spot train`)")
+    params, manifest = load_npz(path)
+    if "config" not in manifest:
+        raise ValueError(f"{path}: manifest has no 'config' entry (keys: {sorted(manifest)})")
+    cfg = M.SpotterConfig.from_dict(manifest["config"])
+    M.check_params(params, cfg)
+    return params, cfg, manifest
+
+
+def spot_images(params: dict, cfg: M.SpotterConfig, images, batch_size: int = 8, **kw) -> list[list[dict]]:
+    """`decode.spot_batch` over a list of uint8 grayscale images, batch_size images at a time."""
+    images = list(images)
+    out = []
+    for s in range(0, len(images), batch_size):
+        out.extend(spot_batch(params, cfg, images[s:s + batch_size], **kw))
+    return out
+
+
+def load_arrays(data_dir, limit: int | None = None) -> tuple[list[str], list[np.ndarray], list[list]]:
+    """Names, uint8 images and ground-truth words (`SynthWord`) of a dataset folder (first `limit` images)."""
+    names = list_samples(data_dir)[:limit]
+    samples = [load_sample(data_dir, n) for n in names]
+    images = [np.asarray(s[0]) for s in samples]
+    for n, im in zip(names, images):
+        if im.dtype != np.uint8 or im.ndim != 2:
+            raise ValueError(f"load_arrays: {n} has shape {im.shape} and dtype {im.dtype}; the spotter reads "
+                             f"grayscale uint8 images (generate with `refq spot synth` without --rgb)")
+    return names, images, [s[1] for s in samples]
+
+
+def recognize_gt(params: dict, cfg: M.SpotterConfig, images, words, batch_size: int = 8) -> tuple[list[str], list[str]]:
+    """Recognizer outputs on the cared ground-truth boxes, and the GT texts (same order)."""
+    preds, gts = [], []
+    for s in range(0, len(images), batch_size):
+        chunk = [np.asarray(im) for im in images[s:s + batch_size]]
+        sel = [(b, w) for b, ws in enumerate(words[s:s + batch_size]) for w in ws if not w.dnc]
+        if not sel:
+            continue
+        with no_grad():
+            feats = M.backbone(params, Tensor(M.normalize_images(np.stack(chunk))))  # [B, C, h, w]
+        texts, _ = recognize(params, cfg, feats, np.array([w.box for _, w in sel], np.float64),
+                             np.array([b for b, _ in sel], np.int64))
+        preds += texts
+        gts += [w.text for _, w in sel]
+    return preds, gts
+
+
+def score_spotted(words, spotted) -> tuple[Counts, Counts]:
+    """Dataset-level detection and end-to-end counts of spotted records against GT words (per image lists)."""
+    det, e2e = Counts(), Counts()
+    for ws, recs in zip(words, spotted):
+        gt_boxes = np.array([w.box for w in ws], np.float64).reshape(-1, 4)
+        gt_texts = [w.text for w in ws]
+        det_boxes = np.array([r["box"] for r in recs], np.float64).reshape(-1, 4)
+        det = det + detection_counts(gt_boxes, gt_texts, det_boxes)
+        e2e = e2e + end_to_end_counts(gt_boxes, gt_texts, det_boxes, [r["text"] for r in recs])
+    return det, e2e
+
+
+def evaluate_arrays(params: dict, cfg: M.SpotterConfig, images, words, batch_size: int = 8,
+                    log=None, **spot_kw) -> dict:
+    """Detection / end-to-end P/R/F, GT-box word accuracy and CER, and images per second (see module doc)."""
+    log = log or (lambda msg: None)
+    result = {"n_images": len(images), "tasks": cfg.tasks}
+    if cfg.has_det:
+        start = time.perf_counter()
+        spotted = []
+        for s in range(0, len(images), batch_size):
+            spotted.extend(spot_batch(params, cfg, images[s:s + batch_size], **spot_kw))
+            if (s // batch_size) % 10 == 9:
+                log(f"eval: spotted {min(s + batch_size, len(images))}/{len(images)} images")
+        seconds = time.perf_counter() - start
+        det, e2e = score_spotted(words, spotted)
+        result.update(detection=det.scores(), end_to_end=e2e.scores() if cfg.has_rec else None,
+                      images_per_second=len(images) / seconds, seconds=seconds)
+    if cfg.has_rec:
+        preds, gts = recognize_gt(params, cfg, images, words, batch_size)
+        result["recognition"] = recognition_metrics(preds, gts) if gts else None
+    return result
+
+
+def evaluate_dataset(params: dict, cfg: M.SpotterConfig, data_dir, limit: int | None = None,
+                     verbose: bool = False, **kw) -> dict:
+    """`evaluate_arrays` on the images and gt_img_*.txt files of a dataset folder."""
+    _, images, words = load_arrays(data_dir, limit)
+    log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if verbose else None
+    return {"data": str(data_dir), **evaluate_arrays(params, cfg, images, words, log=log, **kw)}

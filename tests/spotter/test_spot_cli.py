@@ -1,0 +1,95 @@
+"""`refq spot` command line: JSON and text output, overlay, eval without --pred, a short seeded training run."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from refq.cli import main
+from refq.io.npz import load_npz
+from refq.spotter import model as M
+from refq.spotter.synth import generate_dataset
+from refq.spotter.train import TrainConfig, save_checkpoint
+
+TINY = M.SpotterConfig(backbone=(4, 6, 8, 8), det_ctx=4, rec_channels=(8, 8, 8), text_scale=64.0)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("spot")
+    generate_dataset(root / "set", 2, seed=5, size=(64, 128))
+    params = M.init_params(TINY, np.random.default_rng(0))
+    params["det.score.bias"][:] = 10.0  # every pixel is "text": boxes everywhere
+    params["rec.out.bias"][TINY.alphabet.encode("a")[0]] = 50.0  # every column reads "a"
+    save_checkpoint(root / "tiny.npz", params, TINY, TrainConfig(), [], 0, "test", 0, "none")
+    return root
+
+
+def test_json_records(data, capsys):
+    assert main(["spot", str(data / "set" / "img_1.png"), "--json", "--checkpoint", str(data / "tiny.npz")]) == 0
+    words = json.loads(capsys.readouterr().out)
+    assert isinstance(words, list) and words
+    for w in words:
+        assert {"box", "text", "score"} <= set(w)
+        x0, y0, x1, y1 = w["box"]
+        assert 0 <= x0 < x1 <= 128 and 0 <= y0 < y1 <= 64
+        assert w["text"] == "a" and 0.0 <= w["score"] <= 1.0
+
+
+def test_several_images_text_lines_and_overlay(data, capsys):
+    images = [str(data / "set" / f"img_{i}.png") for i in (1, 2)]
+    overlay = data / "over.png"
+    assert main(["spot", *images, "--checkpoint", str(data / "tiny.npz"), "--overlay", str(overlay)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    name, box, text, score = lines[0].split("\t")
+    assert name in ("img_1.png", "img_2.png") and len(box.split(",")) == 4 and text == "a" and 0 <= float(score) <= 1
+    assert (data / "over_img_1.png").exists() and (data / "over_img_2.png").exists()
+    assert main(["spot", *images, "--json", "--checkpoint", str(data / "tiny.npz")]) == 0
+    payload = json.loads(capsys.readouterr().out)
+    assert [item["image"] for item in payload] == ["img_1.png", "img_2.png"]
+
+
+def test_eval_runs_the_model(data, capsys):
+    assert main(["spot", "eval", "--data", str(data / "set"), "--checkpoint", str(data / "tiny.npz"), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["n_images"] == 2 and result["images_per_second"] > 0
+    assert {"precision", "recall", "hmean"} <= set(result["detection"]) and result["end_to_end"] is not None
+    assert 0.0 <= result["recognition"]["word_accuracy"] <= 1.0
+
+
+def test_errors_exit_2(data):
+    assert main(["spot", str(data / "missing.png"), "--checkpoint", str(data / "tiny.npz")]) == 2
+    assert main(["spot", str(data / "set" / "img_1.png"), "--checkpoint", str(data / "none.npz")]) == 2
+    assert main(["spot", str(data / "set" / "img_1.png"), "--decoder", "lexicon",
+                 "--checkpoint", str(data / "tiny.npz")]) == 2
+
+
+def test_train_writes_a_seeded_checkpoint(data, capsys):
+    out = data / "trained.npz"
+    argv = ["spot", "train", "--data", str(data / "set"), "--val", str(data / "set"), "--out", str(out),
+            "--steps", "2", "--batch-size", "2", "--crop-words", "4", "--warmup", "1", "--eval-every", "2",
+            "--seed", "3", "--rec-only", "--rec-pad", "0.2"]
+    assert main(argv) == 0
+    params, manifest = load_npz(out)
+    assert manifest["seed"] == 3 and manifest["command"].startswith("refq spot train --data")
+    assert manifest["config"]["tasks"] == "rec" and manifest["config"]["rec_pad"] == 0.2
+    assert manifest["step"] == 2 and manifest["history"][-1]["step"] == 2
+    assert "word_acc" in json.loads(capsys.readouterr().out)
+    M.check_params(params, M.SpotterConfig(tasks="rec"))
+    again = data / "again.npz"  # a second stage started from the first keeps its provenance
+    assert main(argv[:6] + ["--out", str(again), "--steps", "1", "--warmup", "0", "--eval-every", "1", "--rec-only",
+                            "--init", str(out)]) == 0
+    _, manifest2 = load_npz(again)
+    assert manifest2["init"]["seed"] == 3 and manifest2["init"]["command"] == manifest["command"]
+
+
+@pytest.mark.parametrize("extra", [["--decoder", "beam"], ["--lexicon", "LEX"], ["--int8"]])
+def test_decoders_and_int8(data, capsys, extra):
+    lexicon = data / "lexicon.txt"
+    lexicon.write_text("b\nab\na\n")
+    extra = [str(lexicon) if e == "LEX" else e for e in extra]
+    image = str(data / "set" / "img_1.png")
+    assert main(["spot", image, "--json", "--checkpoint", str(data / "tiny.npz"), *extra]) == 0
+    words = json.loads(capsys.readouterr().out)
+    assert words and all(w["text"] == "a" for w in words)
