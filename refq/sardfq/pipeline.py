@@ -73,7 +73,8 @@ def load_model(checkpoint=None, heads: int | None = None, mean=None, std=None) -
     for prefix in _PREFIXES:  # e.g. DeiT's {'model': state_dict} flattens to 'model.<name>'
         if params and all(k.startswith(prefix) for k in params):
             params = {k[len(prefix):]: v for k, v in params.items()}
-    params = {k: np.asarray(v, np.float32) for k, v in params.items() if np.asarray(v).dtype.kind == "f"}
+    params = {k: np.asarray(v, np.float32) for k, v in params.items()
+              if np.asarray(v).dtype.kind == "f"}  # float16/bfloat16 -> float32; integer buffers dropped
     config = manifest.get("config")
     if isinstance(config, dict) and "embed_dim" in config:
         cfg = vit.ViTConfig.from_dict(config)
@@ -81,8 +82,7 @@ def load_model(checkpoint=None, heads: int | None = None, mean=None, std=None) -
         cfg = replace(cfg, **{k: tuple(v) if isinstance(v, (list, tuple)) else v for k, v in overrides.items()})
     else:
         cfg = infer_config(params, heads, mean, std)
-    params = {k: v for k, v in params.items() if k in vit.expected_shapes(cfg)}
-    vit.check_params(params, cfg)
+    vit.check_params(params, cfg)  # unknown keys (e.g. a global-pool fc_norm) are an error, not dropped
     return params, cfg, manifest
 
 

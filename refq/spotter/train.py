@@ -46,7 +46,7 @@ from refq.spotter.targets import batch_targets
 
 @dataclass(frozen=True)
 class TrainConfig:
-    steps: int = 8000
+    steps: int = 5000
     batch_size: int = 4
     lr: float = 1e-3
     warmup: int = 300

@@ -116,3 +116,11 @@ def test_dfq_cli_on_fashion_mnist(tmp_path, capsys):
     assert main(argv) == 0
     record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert record["n_eval"] == 20 and record["wbits"] == 6 and record["calib"] == "real"
+
+
+def test_load_model_refuses_unknown_keys(tmp_path, rng):
+    params = vit.init_params(TINY, rng)
+    params["fc_norm.weight"] = np.ones(16, np.float32)  # a global-pool ViT: not the architecture refq runs
+    save_npz(tmp_path / "gap.npz", params, {"config": {}})
+    with pytest.raises(ValueError, match="fc_norm"):
+        pipeline.load_model(tmp_path / "gap.npz", heads=2)

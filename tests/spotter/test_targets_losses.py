@@ -65,19 +65,16 @@ def test_edges_come_from_the_pixels_nearest_to_them():
 
 
 def test_words_with_separate_score_regions_stay_separate():
-    # two words on one line; the pixels next to the gap overshoot into the neighbour by 30 px
+    # two words on one line whose pixels all believe the words form one 170 px box
     gt = np.array([[10, 20, 90, 40], [102, 20, 180, 40]], float)
     t = det_targets(gt, [False, False], (16, 64))
     geo = t.geo.copy()
     rows, cols = np.nonzero(t.score)
-    last_a = cols[cols * 4 + 2 < 96].max()
-    first_b = cols[cols * 4 + 2 > 96].min()
-    geo[1, rows[cols == last_a], last_a] += 30.0  # d_right of word A's rightmost pixels
-    geo[3, rows[cols == first_b], first_b] += 30.0  # d_left of word B's leftmost pixels
+    in_a = cols * 4 + 2 < 96
+    geo[1, rows[in_a], cols[in_a]] += 90.0  # word A's pixels reach to word B's right edge
+    geo[3, rows[~in_a], cols[~in_a]] += 92.0  # word B's pixels reach to word A's left edge
     boxes, _ = detect_boxes(t.score, geo, 4, (64, 256), 0.5)
-    assert len(boxes) == 2
-    from refq.spotter.boxes import aabb_iou
-    assert np.all(aabb_iou(gt, boxes).max(axis=1) > 0.8)
+    assert len(boxes) == 2  # the score map splits them; the geometry alone would give one merged box
 
 
 def test_shrink_moves_every_side_by_the_fraction_of_the_short_side():
