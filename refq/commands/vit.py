@@ -56,6 +56,8 @@ def register(subparsers) -> None:
     d.add_argument("--recon-iters", type=int, default=100, help="reconstruction steps per block (paper: 100)")
     d.add_argument("--chunk", type=int, default=0, help="images per synthesis forward (0: all; saves memory)")
     d.add_argument("--integer", action="store_true", help="evaluate on the integer kernels instead of fake-quant")
+    d.add_argument("--compare-integer", action="store_true",
+                   help="evaluate both the integer kernels and the fake-quant simulation; report their agreement")
     d.add_argument("--checkpoint", default=None, help="refq ViT .npz or a timm ViT/DeiT converted by `refq convert`")
     d.add_argument("--heads", type=int, default=None, help="attention heads of a converted checkpoint (default D/64)")
     d.add_argument("--images", default=None, help="evaluation image folder (DIR/<class>/<image>) for --checkpoint")
@@ -147,7 +149,8 @@ def _dfq(args) -> int:
     print(f"dfq: {args.calib} calibration, W{args.wbits}A{args.abits}, seed {args.seed}, "
           f"{len(eval_y)} evaluation images", file=sys.stderr)
     record, images, _ = pipeline.run_config(params, cfg, args.calib, args.wbits, args.abits, args.seed, eval_x,
-                                            eval_y, sc, real_pool, args.recon_iters, integer=args.integer)
+                                            eval_y, sc, real_pool, args.recon_iters, integer=args.integer,
+                                            compare_integer=args.compare_integer)
     if args.save_images:
         from refq.models.vit_train import predict
 
@@ -165,4 +168,8 @@ def _dfq(args) -> int:
     print(f"W{args.wbits}A{args.abits} {what}, seed {args.seed}: top-1 {100 * record['top1']:.2f}% on "
           f"{record['n_eval']} images (synthesis {s['synthesis']:.0f} s = {s['synthesis_per_image']:.2f} s/image, "
           f"reconstruction {s['reconstruction']:.0f} s)")
+    if args.compare_integer:
+        print(f"integer kernels top-1 {100 * record['integer_top1']:.2f}%, fake-quant simulation "
+              f"{100 * record['simulated_top1']:.2f}%, same prediction on {100 * record['integer_agreement']:.2f}% "
+              f"of the images")
     return 0

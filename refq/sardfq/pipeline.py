@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from refq.models import vit
-from refq.models.vit_train import accuracy
+from refq.models.vit_train import predict
 from refq.sardfq.quant_vit import QuantOps, init_quantizers
 from refq.sardfq.reconstruct import reconstruct
 from refq.sardfq.synthesis import SynthConfig, synthesize
@@ -173,30 +173,44 @@ def calibration_images(params: dict, cfg: vit.ViTConfig, calib: str, sc: SynthCo
 
 def quantize_and_evaluate(params: dict, cfg: vit.ViTConfig, calib_x: np.ndarray, wbits: int, abits: int,
                           eval_x: np.ndarray, eval_y: np.ndarray, rng: np.random.Generator, recon_iters: int = 100,
-                          integer: bool = False, log=_stderr) -> dict:
-    """Quantizer init + reconstruction on calib_x, then top-1 on the evaluation images; a record with timings."""
+                          integer: bool = False, compare_integer: bool = False, log=_stderr) -> dict:
+    """Quantizer init + reconstruction on calib_x, then top-1 on the evaluation images; a record with timings.
+
+    compare_integer: also run the other path (integer kernels vs fake-quant simulation) on the same
+    images and record its top-1 and the fraction of images where both paths predict the same class.
+    """
     t0 = time.time()
     ops = init_quantizers(params, cfg, QuantOps(wbits, abits), calib_x)
     t1 = time.time()
     qparams, history = reconstruct(params, cfg, ops, calib_x, rng, iters=recon_iters, batch_size=len(calib_x), log=log)
     t2 = time.time()
     ops.integer = integer
-    top1 = accuracy(qparams, cfg, eval_x, eval_y, batch_size=250, ops=ops)
-    return {"top1": top1, "n_eval": len(eval_y), "integer": integer, "reconstruction": history,
-            "seconds": {"quant_init": t1 - t0, "reconstruction": t2 - t1, "eval": time.time() - t2},
-            "ops": ops, "params": qparams}
+    pred = predict(qparams, cfg, eval_x, batch_size=250, ops=ops).argmax(-1)  # [N]
+    record = {"top1": float((pred == eval_y).mean()), "n_eval": len(eval_y), "integer": integer,
+              "reconstruction": history,
+              "seconds": {"quant_init": t1 - t0, "reconstruction": t2 - t1, "eval": time.time() - t2},
+              "ops": ops, "params": qparams}
+    if compare_integer:
+        ops.integer = not integer
+        other = predict(qparams, cfg, eval_x, batch_size=250, ops=ops).argmax(-1)  # [N]
+        ops.integer = integer
+        int_pred, sim_pred = (pred, other) if integer else (other, pred)
+        record.update(integer_top1=float((int_pred == eval_y).mean()), simulated_top1=float((sim_pred == eval_y).mean()),
+                      integer_agreement=float((int_pred == sim_pred).mean()))
+    return record
 
 
 def run_config(params: dict, cfg: vit.ViTConfig, calib: str, wbits: int, abits: int, seed: int,
                eval_x: np.ndarray, eval_y: np.ndarray, sc: SynthConfig = SynthConfig(), real_pool=None,
                recon_iters: int = 100, images: np.ndarray | None = None, integer: bool = False,
-               log=_stderr) -> tuple[dict, np.ndarray, object]:
+               compare_integer: bool = False, log=_stderr) -> tuple[dict, np.ndarray, object]:
     """One configuration -> (JSON-able record with top-1 and timings, calibration images, SynthResult or None)."""
     synth_rng, recon_rng = np.random.default_rng([seed, 0]), np.random.default_rng([seed, 1])
     result, synth_seconds = None, 0.0
     if images is None:
         images, result, synth_seconds = calibration_images(params, cfg, calib, sc, synth_rng, real_pool, log)
-    out = quantize_and_evaluate(params, cfg, images, wbits, abits, eval_x, eval_y, recon_rng, recon_iters, integer, log)
+    out = quantize_and_evaluate(params, cfg, images, wbits, abits, eval_x, eval_y, recon_rng, recon_iters, integer,
+                                compare_integer, log)
     sardfq = calib == "sardfq"
     record = {"calib": calib, "wbits": wbits, "abits": abits, "seed": seed, "top1": out["top1"],
               "n_eval": out["n_eval"], "integer": integer, "n_calib": len(images),
@@ -205,6 +219,7 @@ def run_config(params: dict, cfg: vit.ViTConfig, calib: str, wbits: int, abits: 
               "synth_iters": sc.rounds * sc.iters if calib in ("psaq", "sardfq") else 0, "recon_iters": recon_iters,
               "seconds": {"synthesis": synth_seconds, "synthesis_per_image": synth_seconds / len(images),
                           **out["seconds"]}}
+    record.update({k: out[k] for k in ("integer_top1", "simulated_top1", "integer_agreement") if k in out})
     return record, images, result
 
 

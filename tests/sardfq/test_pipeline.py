@@ -69,7 +69,8 @@ def test_image_folder_loading(fixture_dir, tmp_path):
 
 
 @pytest.mark.parametrize("calib, extra", [("sardfq", []), ("psaq", []), ("real", ["--calib-images", "VAL"]),
-                                          ("sardfq", ["--no-apa", "--no-msr", "--integer"])])
+                                          ("sardfq", ["--no-apa", "--no-msr", "--integer"]),
+                                          ("noise", ["--compare-integer"])])
 def test_dfq_cli_end_to_end(fixture_dir, capsys, tmp_path, calib, extra):
     val = str(fixture_dir / "val")
     png = tmp_path / "calib.png"
@@ -81,6 +82,9 @@ def test_dfq_cli_end_to_end(fixture_dir, capsys, tmp_path, calib, extra):
     assert record["calib"] == calib and record["n_eval"] == 9 and 0.0 <= record["top1"] <= 1.0
     assert record["n_calib"] == 4 and len(record["fp_predictions"]) == 4
     assert record["seconds"]["synthesis"] >= 0 and record["integer"] == ("--integer" in extra)
+    if "--compare-integer" in extra:  # both paths on the same 9 images: top-1 is the simulated one
+        assert record["simulated_top1"] == record["top1"] and 0.0 <= record["integer_top1"] <= 1.0
+        assert 0.0 <= record["integer_agreement"] <= 1.0
     with Image.open(png) as im:
         assert im.size[0] > 32 * 4
 
