@@ -19,6 +19,16 @@ BENCHMARKS = {
     "ctc": ("Numba CTC loss+grad vs the plain reference",
             "Time of refq's Numba CTC loss and gradient (serial and parallel over the batch) on a random batch, "
             "next to the plain float64 reference implementation measured in the same run."),
+    "autograd": ("refq autograd vs the same ViT step in plain NumPy",
+                 "Time of a ViT training step (forward + backward), the input-gradient step of SARDFQ synthesis "
+                 "and a tiny-shape training step on refq's autograd, next to the same computation written "
+                 "directly in NumPy (refq.bench.vit_numpy) measured in the same run (interleaved, best and median "
+                 "of N), with the largest relative difference between their gradients."),
+    "e2e": ("float vs quantized end-to-end inference: ViT, stories260K, spotter",
+            "Float vs integer-path inference of the quantized ViT (W8A8, W4A4), stories260K (RTN W8A8, W4A8; "
+            "needs --llama-checkpoint) and the text spotter (int8), on the same inputs in the same run "
+            "(interleaved, best and median of N): ms per batch, throughput, speed vs float and agreement "
+            "with the float outputs."),
 }
 
 
