@@ -28,6 +28,9 @@ and weights per-channel asymmetric (z_w[n]), so the integer accumulator is expan
 This is the exact integer value of the fake-quant product, so the two paths differ only by float32
 rounding of the simulation's matmul. `integer_accumulate_ref` is the plain int64 definition it is tested
 against. The attention matmuls (q k^T, A V) use the fake-quant values in both paths.
+For speed, the linear layer caches each weight's codes and row sums (weights are fixed at inference)
+and applies the row-sum corrections and the float epilogue in one Numba pass (`zero_point_dequant`),
+which is tested bit-equal to `integer_accumulate` followed by `dequant_epilogue`.
 
 References: SARDFQ, arXiv:2412.16553 (quantization stage); I&S-ViT, arXiv:2311.10126 (quantizer placement,
 percentile-MSE init); Jacob et al., CVPR 2018, eq. (7)-(8) (zero-point expansion of an integer matmul);
@@ -36,6 +39,7 @@ Lin et al., "FQ-ViT", IJCAI 2022 (log2 attention quantizer); sardfq.md §7.2-7.4
 from __future__ import annotations
 
 import numpy as np
+from numba import njit, prange
 
 from refq.autograd import Tensor, no_grad
 from refq.autograd import functional as F
@@ -62,6 +66,7 @@ class QuantOps(vit.LayerOps):
         self.quant_weight = True
         self.calibrating = False  # fit missing activation quantizers on the fly
         self.integer = False  # run linear layers on the integer kernels (inference only)
+        self._codes: dict[str, tuple] = {}  # layer -> (weight array, int8 codes [N, K], packed or None, row sums [N])
 
     # ---- quantizers -------------------------------------------------------------
     def act_q(self, key: str, x):
@@ -105,11 +110,21 @@ class QuantOps(vit.LayerOps):
         ba = None if b is None else np.asarray(b.data if isinstance(b, Tensor) else b, np.float32)
         ap, wp = self.act[name + ".in"], self.weights[name]
         x2 = np.ascontiguousarray(xa.reshape(-1, xa.shape[-1]), dtype=np.float32)  # [..., K] -> [M, K]
-        qx, qw = quantize(x2, ap), quantize(np.ascontiguousarray(wa, np.float32), wp)  # int8 [M, K], [N, K]
-        acc = integer_accumulate(qx, int(ap.zero), qw, wp.zero.reshape(-1), packed=self.wbits <= 4)  # [M, N] int32
-        a_scale = np.full(len(x2), ap.scale, np.float32)  # [M] per-tensor scale, one entry per row
-        y = dequant_epilogue(acc, a_scale, wp.scale.reshape(-1).astype(np.float32), ba)  # [M, N] float32
+        qx = quantize(x2, ap)  # int8 [M, K]
+        qw, packed, row_w = self._weight_codes(name, wa, wp)  # int8 [N, K], packed int4 or None, int64 [N]
+        raw = gemm_int4(qx, packed, qx.shape[1]) if packed is not None else gemm_int8(qx, qw)  # [M, N] int32
+        y = zero_point_dequant(raw, qx.sum(axis=1, dtype=np.int64), int(ap.zero), wp.zero, row_w, qx.shape[1],
+                               float(ap.scale), wp.scale, ba)  # [M, N] float32
         return Tensor(y.reshape(xa.shape[:-1] + (wa.shape[0],)))  # -> [..., N]
+
+    def _weight_codes(self, name, wa, wp):
+        """Codes, packed codes (b_w <= 4) and row sums of a layer's weight, computed once per weight array."""
+        cached = self._codes.get(name)
+        if cached is None or cached[0] is not wa:
+            qw = quantize(np.ascontiguousarray(wa, np.float32), wp)  # int8 [N, K]
+            packed = pack_int4(qw) if self.wbits <= 4 else None
+            cached = self._codes[name] = (wa, qw, packed, qw.sum(axis=1, dtype=np.int64))
+        return cached[1:]
 
 
 def integer_accumulate(qx: np.ndarray, zx: int, qw: np.ndarray, zw: np.ndarray, packed: bool = False) -> np.ndarray:
@@ -124,6 +139,35 @@ def integer_accumulate(qx: np.ndarray, zx: int, qw: np.ndarray, zw: np.ndarray, 
     acc = raw.astype(np.int64) - row_x[:, None] * zw[None, :] - zx * row_w[None, :] + K * zx * zw[None, :]  # [M, N]
     assert np.abs(acc).max(initial=0) < 2 ** 31, "integer_accumulate: accumulator exceeds int32"
     return acc.astype(np.int32)
+
+
+@njit(cache=True, parallel=True)
+def _zero_point_dequant(raw, row_x, zx, zw, row_w, k, sx, sw, bias, has_bias, out):
+    for m in prange(raw.shape[0]):
+        for n in range(raw.shape[1]):
+            acc = np.int64(raw[m, n]) - row_x[m] * zw[n] - zx * row_w[n] + k * zx * zw[n]
+            y = np.float64(acc) * sx * np.float64(sw[n])
+            if has_bias:
+                y = y + np.float64(bias[n])
+            out[m, n] = np.float32(y)
+
+
+def zero_point_dequant(raw: np.ndarray, row_x: np.ndarray, zx: int, zw: np.ndarray, row_w: np.ndarray, k: int,
+                       sx: float, sw: np.ndarray, bias=None) -> np.ndarray:
+    """float32 [M, N] = s_x s_w[n] (raw[m, n] - row_x[m] z_w[n] - z_x row_w[n] + K z_x z_w[n]) + bias[n].
+
+    raw: int32 [M, N] = sum_k qx qw (the kernel GEMM); row_x [M], row_w [N]: row sums of the codes; k = K;
+    the scales are float32, as in the epilogue.
+    The bracket is `integer_accumulate` (exact, int64) and the rest `dequant_epilogue` (float64, rounded
+    once to float32), fused into one pass over [M, N].
+    """
+    out = np.empty(raw.shape, np.float32)  # [M, N]
+    zw = np.asarray(zw, np.int64).reshape(-1)  # [N]
+    sw = np.asarray(sw, np.float32).reshape(-1)  # [N]
+    has_bias = bias is not None
+    _zero_point_dequant(raw, np.asarray(row_x, np.int64), np.int64(zx), zw, np.asarray(row_w, np.int64), np.int64(k),
+                        np.float64(np.float32(sx)), sw, np.asarray(bias, np.float32) if has_bias else sw, has_bias, out)
+    return out
 
 
 def integer_accumulate_ref(qx: np.ndarray, zx: int, qw: np.ndarray, zw: np.ndarray) -> np.ndarray:

@@ -5,9 +5,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from refq.models import vit
+from refq.kernels import dequant_epilogue
 from refq.models.vit_train import predict
 from refq.sardfq.quant_vit import (PATCH_INPUT, QuantOps, init_quantizers, integer_accumulate,
-                                   integer_accumulate_ref, linear_weights, quantizer_summary)
+                                   integer_accumulate_ref, linear_weights, quantizer_summary, zero_point_dequant)
 
 CFG = vit.ViTConfig(img_size=8, patch_size=4, in_chans=2, num_classes=5, embed_dim=16, depth=2, num_heads=2)
 
@@ -34,6 +35,33 @@ def test_integer_accumulate_matches_reference(m, k, n, wbits, seed):
     np.testing.assert_array_equal(integer_accumulate(qx, zx, qw, zw, packed=False), want)
     if wbits <= 4:
         np.testing.assert_array_equal(integer_accumulate(qx, zx, qw, zw, packed=True), want)
+
+
+@given(st.integers(1, 6), st.integers(1, 40), st.integers(1, 6), st.booleans(), st.integers(0, 2 ** 32 - 1))
+def test_fused_zero_point_dequant_is_bit_equal_to_the_two_steps(m, k, n, with_bias, seed):
+    rng = np.random.default_rng(seed)
+    qx = rng.integers(-128, 128, (m, k)).astype(np.int8)
+    qw = rng.integers(-128, 128, (n, k)).astype(np.int8)
+    zx, zw = int(rng.integers(-128, 128)), rng.integers(-128, 128, n).astype(np.int32)
+    sx, sw = float(rng.uniform(1e-3, 1.0)), rng.uniform(1e-3, 1.0, n).astype(np.float32)
+    bias = rng.standard_normal(n).astype(np.float32) if with_bias else None
+    want = dequant_epilogue(integer_accumulate(qx, zx, qw, zw), np.full(m, sx, np.float32), sw, bias)
+    raw = qx.astype(np.int32) @ qw.astype(np.int32).T  # [M, N] sum qx qw
+    got = zero_point_dequant(raw, qx.sum(axis=1, dtype=np.int64), zx, zw, qw.sum(axis=1, dtype=np.int64), k, sx,
+                             sw, bias)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_weight_codes_follow_a_new_weight_array(model):
+    p, calib, test = model
+    ops = init_quantizers(p, CFG, QuantOps(8, 8), calib)
+    ops.integer = True
+    before = predict(p, CFG, test[:20], ops=ops)
+    changed = dict(p, **{"head.weight": -p["head.weight"]})  # a new array: the cached codes must not be reused
+    after = predict(changed, CFG, test[:20], ops=ops)
+    assert not np.allclose(before, after)
+    ops.integer = False
+    np.testing.assert_allclose(after, predict(changed, CFG, test[:20], ops=ops), rtol=1e-4, atol=1e-4)
 
 
 def test_init_fits_every_quantizer(model):
