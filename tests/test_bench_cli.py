@@ -42,3 +42,13 @@ def test_bench_gemm_portable_kernels(capsys):
 def test_bench_gemm_bad_shape_is_a_clean_error(capsys):
     assert main(["bench", "gemm", "--shapes", "3x4"]) == 2
     assert "'3x4'" in capsys.readouterr().err
+
+
+def test_bench_compile_warm_cache_skips_compilation(capsys, tmp_path):
+    assert main(["bench", "compile", "--cache-dir", str(tmp_path), "--json"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    cold, warm = result["cold"], result["warm"]
+    assert set(cold["first_calls_s"]) == set(warm["first_calls_s"]) and "gemm_int8" in cold["first_calls_s"]
+    assert any(tmp_path.rglob("*.nbi")), "Numba wrote no cache index into NUMBA_CACHE_DIR"
+    # loading cached code is much faster than compiling it (compilation takes seconds per kernel)
+    assert sum(warm["first_calls_s"].values()) < 0.5 * sum(cold["first_calls_s"].values())

@@ -24,6 +24,9 @@ BENCHMARKS = {
                  "and a tiny-shape training step on refq's autograd, next to the same computation written "
                  "directly in NumPy (refq.bench.vit_numpy) measured in the same run (interleaved, best and median "
                  "of N), with the largest relative difference between their gradients."),
+    "compile": ("Numba compile time of every kernel, empty cache vs warm cache",
+                "Import plus first call of every refq Numba kernel in a fresh process with an empty "
+                "NUMBA_CACHE_DIR (full compilation), then again in a second process that finds the cache."),
     "e2e": ("float vs quantized end-to-end inference: ViT, stories260K, spotter",
             "Float vs integer-path inference of the quantized ViT (W8A8, W4A4), stories260K (RTN W8A8, W4A8; "
             "needs --llama-checkpoint) and the text spotter (int8), on the same inputs in the same run "

@@ -1,0 +1,103 @@
+"""Benchmark: Numba compile time of every refq kernel, with an empty cache and with a warm one.
+
+Every jitted function in refq is declared `cache=True`: the first call compiles it and writes the
+machine code to Numba's cache, later processes load it. Where the cache lives (Numba's rules):
+`NUMBA_CACHE_DIR` if set; else the `__pycache__` folder next to each source file (refq/kernels/__pycache__,
+...) when it is writable; else a per-user folder (`~/.cache/numba` style, see Numba's docs on caching).
+Deleting it is always safe: the next call recompiles.
+
+The benchmark runs the same script twice in fresh Python processes with `NUMBA_CACHE_DIR` pointing at a
+new empty folder: `cold` = import + first call of every kernel with nothing cached (full compilation),
+`warm` = the same in a second process that finds the cache. Kernels: int8 and int4 GEMMs (the AVX2
+path where available, else the tiled one, plus the tiled and plain ones), the dequant epilogue, per-token
+activation quantization, the quantized ViT's zero-point epilogue, and the CTC loss and gradient
+(serial and parallel). The LLVM-IR AVX2 micro-kernel is built at import in both cases (it is not cached).
+
+References: Numba documentation, "Notes on caching"; refq issue on performance (compile-time target).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import tempfile
+import time
+
+from refq.bench import describe_machine, machine_info
+
+_SCRIPT = r"""
+import json, time
+t0 = time.perf_counter()
+import numpy as np
+from refq.kernels import (dequant_epilogue, gemm_int4, gemm_int4_plain, gemm_int4_tiled, gemm_int8, gemm_int8_plain,
+                          gemm_int8_tiled, quantize_per_token)
+from refq.quant.int4 import pack_int4
+from refq.sardfq.quant_vit import zero_point_dequant
+from refq.spotter.ctc import ctc_loss_and_grad
+t1 = time.perf_counter()
+times = {}
+rng = np.random.default_rng(0)
+a = rng.integers(-128, 128, (5, 7)).astype(np.int8)
+b = rng.integers(-8, 8, (3, 7)).astype(np.int8)
+calls = {
+    "gemm_int8": lambda: gemm_int8(a, b),
+    "gemm_int8_tiled": lambda: gemm_int8_tiled(a, b),
+    "gemm_int8_plain": lambda: gemm_int8_plain(a, b),
+    "gemm_int4": lambda: gemm_int4(a, pack_int4(b), 7),
+    "gemm_int4_tiled": lambda: gemm_int4_tiled(a, pack_int4(b), 7),
+    "gemm_int4_plain": lambda: gemm_int4_plain(a, pack_int4(b), 7),
+    "dequant_epilogue": lambda: dequant_epilogue(gemm_int8(a, b), np.ones(5, np.float32), np.ones(3, np.float32)),
+    "quantize_per_token": lambda: quantize_per_token(rng.standard_normal((4, 8)).astype(np.float32)),
+    "zero_point_dequant": lambda: zero_point_dequant(gemm_int8(a, b), np.zeros(5, np.int64), 1, np.zeros(3, np.int64),
+                                                     np.zeros(3, np.int64), 7, 0.1, np.ones(3, np.float32)),
+    "ctc_loss_and_grad": lambda: ctc_loss_and_grad(rng.standard_normal((2, 6, 4)).astype(np.float32),
+                                                   np.array([1, 2, 3]), np.array([6, 6]), np.array([2, 1])),
+    "ctc_loss_and_grad_parallel": lambda: ctc_loss_and_grad(rng.standard_normal((2, 6, 4)).astype(np.float32),
+                                                            np.array([1, 2, 3]), np.array([6, 6]), np.array([2, 1]),
+                                                            parallel=True),
+}
+for name, call in calls.items():
+    t = time.perf_counter()
+    call()
+    times[name] = time.perf_counter() - t
+print(json.dumps({"import_s": t1 - t0, "first_calls_s": times, "total_s": time.perf_counter() - t0}))
+"""
+
+
+def add_arguments(parser) -> None:
+    """Declare the benchmark options on an argparse parser."""
+    parser.add_argument("--cache-dir", default=None,
+                        help="NUMBA_CACHE_DIR for the two runs (default: a new temporary folder, removed after)")
+
+
+def _run_once(cache_dir: str) -> dict:
+    import os
+
+    env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
+    proc = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, env=env, timeout=900)
+    if proc.returncode != 0:
+        raise RuntimeError(f"compile benchmark subprocess failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def run(args) -> dict:
+    """Cold (empty cache) and warm (cached) import + first-call times, in fresh processes."""
+    start = time.perf_counter()
+    if args.cache_dir:
+        cold, warm = _run_once(args.cache_dir), _run_once(args.cache_dir)
+    else:
+        with tempfile.TemporaryDirectory(prefix="refq-numba-cache-") as d:
+            cold, warm = _run_once(d), _run_once(d)
+    return {"machine": machine_info(), "cold": cold, "warm": warm, "seconds": time.perf_counter() - start}
+
+
+def format_table(result: dict) -> str:
+    cold, warm = result["cold"], result["warm"]
+    lines = [f"machine: {describe_machine(result['machine'])}",
+             f"{'kernel':28s} {'cold s':>8s} {'warm s':>8s}",
+             f"{'import refq kernels':28s} {cold['import_s']:8.2f} {warm['import_s']:8.2f}"]
+    for name in cold["first_calls_s"]:
+        lines.append(f"{name:28s} {cold['first_calls_s'][name]:8.2f} {warm['first_calls_s'][name]:8.2f}")
+    lines.append(f"{'total (import + first calls)':28s} {cold['total_s']:8.2f} {warm['total_s']:8.2f}")
+    lines.append("cold: empty NUMBA_CACHE_DIR (full compilation); warm: a second process finding the cache.")
+    return "\n".join(lines)
