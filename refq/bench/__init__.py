@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import platform
+import time
 
 
 def cpu_model() -> str:
@@ -36,3 +37,19 @@ def describe_machine(info: dict) -> str:
     """One line such as 'AMD EPYC, 2 cores, 2 numba threads, numpy 2.4.6, numba 0.68.1'."""
     return (f"{info['cpu']}, {info['cores']} cores, {info['numba_threads']} numba threads, "
             f"numpy {info['numpy']}, numba {info['numba']}")
+
+
+def interleaved_times(functions: dict, repeat: int) -> dict:
+    """Wall times (s) of each zero-argument function over `repeat` interleaved rounds: {name: float64 [repeat]}.
+
+    Interleaving (a, b, a, b, ...) lets every contender see the same machine load on a shared machine.
+    """
+    import numpy as np
+
+    times = {name: [] for name in functions}
+    for _ in range(repeat):
+        for name, fn in functions.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: np.asarray(t) for name, t in times.items()}

@@ -41,6 +41,8 @@ import time
 
 import numpy as np
 
+from refq.bench import interleaved_times
+
 CASES = ("vit_train_step", "input_grad_step", "small_shapes")
 DEFAULT_BATCH = {"vit_train_step": 128, "input_grad_step": 32, "small_shapes": 8}
 DEFAULT_REPEAT = {"vit_train_step": 5, "input_grad_step": 10, "small_shapes": 50}
@@ -144,17 +146,6 @@ def max_rel_difference(a: dict, b: dict) -> float:
         scale = float(np.abs(ref).max())
         worst = max(worst, diff / scale if scale > 0 else (0.0 if diff == 0 else float("inf")))
     return worst
-
-
-def interleaved_times(functions: dict, repeat: int) -> dict:
-    """Wall times (s) of each zero-argument function over `repeat` interleaved rounds."""
-    times = {name: [] for name in functions}
-    for _ in range(repeat):
-        for name, fn in functions.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: np.asarray(t) for name, t in times.items()}
 
 
 def sardfq_share(params: dict, cfg, batch: int, seed: int) -> dict:

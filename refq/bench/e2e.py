@@ -46,6 +46,8 @@ from pathlib import Path
 
 import numpy as np
 
+from refq.bench import interleaved_times
+
 MODELS = ("vit", "llama", "spotter")
 VIT_VARIANTS = ((8, 8), (4, 4))  # (wbits, abits) of the integer ViT rows
 LLAMA_VARIANTS = ((8, 8), (4, 8))  # (wbits, abits) of the RTN integer rows
@@ -84,17 +86,6 @@ def add_arguments(parser) -> None:
 
 
 # ---- timing and agreement -------------------------------------------------------------------------------
-
-def time_interleaved(functions: dict, repeat: int) -> dict[str, np.ndarray]:
-    """Wall times (s) of each zero-argument function over `repeat` interleaved rounds, [repeat] per name."""
-    times = {name: [] for name in functions}
-    for _ in range(repeat):
-        for name, fn in functions.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: np.asarray(t) for name, t in times.items()}
-
 
 def logit_agreement(ref: np.ndarray, other: np.ndarray) -> dict:
     """Argmax agreement over the last axis, max |difference| and ||other - ref|| / ||ref|| of two logit arrays."""
@@ -175,7 +166,7 @@ def bench_vit(params: dict, cfg, weights: str, batch: int, repeat: int, rng: np.
         functions[f"W{wbits}A{abits} int"] = logits(ops)
     log(f"vit: warm-up, then {repeat} interleaved rounds of {len(functions)} forwards of {batch} images")
     outputs = {name: fn() for name, fn in functions.items()}
-    times = time_interleaved(functions, repeat)
+    times = interleaved_times(functions, repeat)
     variants = [{"name": "float", "wbits": None, "abits": None, **logit_agreement(outputs["float"], outputs["float"])}]
     variants += [{"name": f"W{w}A{a} int", "wbits": w, "abits": a,
                   **logit_agreement(outputs["float"], outputs[f"W{w}A{a} int"])} for w, a in VIT_VARIANTS]
@@ -230,7 +221,7 @@ def bench_llama(params: dict, cfg, weights: str, batch: int, tokens: int | None,
         functions[f"RTN W{wbits}A{abits} int"] = logits(QuantizedOps(layers, integer=True))
     log(f"llama: warm-up, then {repeat} interleaved rounds of {len(functions)} forwards")
     outputs = {name: fn() for name, fn in functions.items()}
-    times = time_interleaved(functions, repeat)
+    times = interleaved_times(functions, repeat)
     variants = [{"name": "float", "wbits": None, "abits": None, **logit_agreement(outputs["float"], outputs["float"])}]
     variants += [{"name": f"RTN W{w}A{a} int", "wbits": w, "abits": a,
                   **logit_agreement(outputs["float"], outputs[f"RTN W{w}A{a} int"])} for w, a in LLAMA_VARIANTS]
@@ -296,7 +287,7 @@ def bench_spotter(params: dict, cfg, weights: str, n_images: int, size: int, rep
     functions = {"float": lambda: spot_batch(params, cfg, images), "int8": lambda: spot_batch(int8_params, cfg, images)}
     log(f"spotter: warm-up, then {repeat} interleaved rounds of float and int8 spotting")
     outputs = {name: fn() for name, fn in functions.items()}
-    times = time_interleaved(functions, repeat)
+    times = interleaved_times(functions, repeat)
     score_diff = float(np.abs(score_map(int8_params, cfg, images) - score_map(params, cfg, images)).max())
     variants = [{"name": "float", "wbits": None, "abits": None, "max_abs_score_diff": 0.0,
                  **word_agreement(outputs["float"], outputs["float"])},
