@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 
 import numpy as np
 

@@ -41,7 +41,6 @@ Sec. 2 (integer inference); refq spotter spec, Sec. 3.1 (float vs int8 spotter) 
 from __future__ import annotations
 
 import sys
-import time
 from pathlib import Path
 
 import numpy as np

@@ -43,7 +43,7 @@ from numba import njit, prange
 
 from refq.autograd import Tensor, no_grad
 from refq.autograd import functional as F
-from refq.kernels import dequant_epilogue, gemm_int4, gemm_int8
+from refq.kernels import gemm_int4, gemm_int8
 from refq.models import vit
 from refq.quant import (ACTIVATION_PERCENTILES, WEIGHT_PERCENTILES, QParams, fake_quant, fit_mse, log2_fake_quant,
                         quantize)

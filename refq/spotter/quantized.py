@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from refq.autograd.ops_conv import out_size, window_view
+from refq.autograd.ops_conv import out_size
 from refq.kernels import gemm_int8_dequant
 from refq.quant import fit_minmax, quantize
 

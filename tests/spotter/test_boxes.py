@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from refq.spotter.boxes import (aabb_area, aabb_iou, aabb_to_quad, clip_polygon, is_axis_aligned, is_convex,
