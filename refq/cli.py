@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args.argv_all = argv  # the full command line, for manifests that record how a file was made
     if getattr(args, "func", None) is None:
         parser.print_help()
         return 0 if args.command is None else 2

@@ -27,6 +27,9 @@ def register(subparsers) -> None:
     t.add_argument("--patch", type=int, default=4)
     t.add_argument("--limit", type=int, default=None, help="use only the first N training images (smoke tests)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up before the cosine decay")
+    t.add_argument("--init", default=None, help="start from this refq ViT checkpoint (same architecture) "
+                                               "instead of a random initialisation")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="top-1 of a ViT checkpoint on the Fashion-MNIST test set",
@@ -86,14 +89,25 @@ def _train(args) -> int:
     x_test, y_test = fm.load("test", args.data)
     if args.limit:
         x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+    init, init_manifest = None, None
+    if args.init:
+        from refq.pretrained import load_vit
+
+        init, init_cfg, init_manifest = load_vit(args.init)
+        if init_cfg != cfg:
+            raise ValueError(f"--init {args.init} has config {init_cfg.to_dict()}, not {cfg.to_dict()}")
     rng = np.random.default_rng(args.seed)
-    print(f"training ViT {cfg.to_dict()} on {len(x_train)} images, seed {args.seed}", file=sys.stderr)
+    print(f"training ViT {cfg.to_dict()} on {len(x_train)} images, seed {args.seed}"
+          + (f", from {args.init}" if args.init else ""), file=sys.stderr)
     params, history = train(cfg, normalize_images(x_train[:, None], cfg), y_train,
                             normalize_images(x_test[:, None], cfg), y_test, rng,
                             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                            weight_decay=args.weight_decay)
-    manifest = {"config": cfg.to_dict(), "command": "refq vit " + " ".join(shlex.quote(a) for a in sys.argv[2:]),
+                            weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, init=init)
+    manifest = {"config": cfg.to_dict(), "command": "refq " + " ".join(shlex.quote(a) for a in args.argv_all),
                 "seed": args.seed, "test_top1": history[-1]["test_top1"], "history": history}
+    if init_manifest is not None:  # the chain of commands that made the weights
+        manifest["init"] = {k: init_manifest[k] for k in ("command", "seed", "test_top1", "history", "init")
+                            if k in init_manifest}
     save_npz(args.out, params, manifest)
     print(json.dumps({"out": args.out, "test_top1": history[-1]["test_top1"]}))
     return 0

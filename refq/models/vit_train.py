@@ -52,10 +52,16 @@ def accuracy(params: dict, cfg: vit.ViTConfig, x: np.ndarray, y: np.ndarray, bat
 def train(cfg: vit.ViTConfig, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
           rng: np.random.Generator, epochs: int = 15, batch_size: int = 128, lr: float = 1e-3,
           weight_decay: float = 0.05, warmup_epochs: float = 1.0, eval_subset: int = 2000,
-          log=None) -> tuple[dict, list[dict]]:
-    """Train from scratch; returns (float32 params, per-epoch history). x_* are normalised float32 images."""
+          log=None, init: dict | None = None) -> tuple[dict, list[dict]]:
+    """Train from scratch (or from `init` params); returns (float32 params, per-epoch history).
+
+    x_* are normalised float32 images. The init arrays are copied, never modified.
+    """
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    params = vit.as_tensors(vit.init_params(cfg, rng), requires_grad=True)
+    if init is not None:
+        vit.check_params(init, cfg)
+    start_params = {k: np.array(v, np.float32) for k, v in init.items()} if init is not None else vit.init_params(cfg, rng)
+    params = vit.as_tensors(start_params, requires_grad=True)
     opt = AdamW(list(params.values()), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = len(x_train) // batch_size
     total = epochs * steps_per_epoch
