@@ -52,3 +52,12 @@ def test_bench_compile_warm_cache_skips_compilation(capsys, tmp_path):
     assert any(tmp_path.rglob("*.nbi")), "Numba wrote no cache index into NUMBA_CACHE_DIR"
     # loading cached code is much faster than compiling it (compilation takes seconds per kernel)
     assert sum(warm["first_calls_s"].values()) < 0.5 * sum(cold["first_calls_s"].values())
+
+
+def test_bench_quant_json_and_bad_shape(capsys):
+    assert main(["bench", "quant", "--shapes", "3x5", "17x64", "--repeat", "2", "--json"]) == 0
+    records = json.loads(capsys.readouterr().out)["records"]
+    assert [(r["t"], r["d"]) for r in records] == [(3, 5), (17, 64)]
+    assert all(r["exact"] and r["kernel_gbs"] > 0 and r["copy_gbs"] > 0 for r in records)
+    assert main(["bench", "quant", "--shapes", "3by5"]) == 2
+    assert "3by5" in capsys.readouterr().err

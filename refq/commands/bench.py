@@ -27,6 +27,10 @@ BENCHMARKS = {
     "compile": ("Numba compile time of every kernel, empty cache vs warm cache",
                 "Import plus first call of every refq Numba kernel in a fresh process with an empty "
                 "NUMBA_CACHE_DIR (full compilation), then again in a second process that finds the cache."),
+    "quant": ("fused per-token activation quantizer vs memory bandwidth",
+              "Bandwidth of refq's Numba per-token int8 activation quantizer next to a float32 copy of the same "
+              "matrix (the memory-bandwidth baseline) and the plain NumPy quantizer, measured in the same run, "
+              "with the codes checked equal to the NumPy twin's."),
     "e2e": ("float vs quantized end-to-end inference: ViT, stories260K, spotter",
             "Float vs integer-path inference of the quantized ViT (W8A8, W4A4), stories260K (RTN W8A8, W4A8; "
             "needs --llama-checkpoint) and the text spotter (int8), on the same inputs in the same run "

@@ -6,7 +6,8 @@ For each row (token) t of X [T, D], in float32 arithmetic:
     Q[t, j] = clip(round(X[t, j] / s_t), -qmax, qmax)            int8 codes, round half to even
 
 so that X ~ s_t Q[t, :]; `gemm_int8_dequant(Q, W_q, s, w_scale)` then computes the quantized linear layer.
-The Numba kernel makes one pass per row for the absmax and one for the codes, rows in parallel; the NumPy
+The Numba kernel makes one pass per row for the absmax and one for the codes, rows in parallel (serially
+below PARALLEL_MIN_ELEMENTS, where starting the threads costs more than the work); the NumPy
 twin `quantize_per_token_ref` does the same float32 operations, so the two agree exactly.
 
 References: aser.md §2.4 (per-token dynamic symmetric absmax quantizer q_a_tok, b in {8, 6}, scale floor
@@ -45,19 +46,34 @@ def quantize_per_token_ref(x: np.ndarray, bits: int = 8) -> tuple[np.ndarray, np
     return q.astype(np.int8), scale.astype(np.float32)
 
 
+@njit(cache=True)
+def _quantize_row(x, t, fq, q, scale):
+    """Row t: absmax, scale and rounding (the float32 operations of the twin)."""
+    absmax = np.float32(0.0)
+    for j in range(x.shape[1]):
+        absmax = max(absmax, abs(x[t, j]))
+    s = max(absmax, SCALE_FLOOR) / fq
+    scale[t] = s
+    for j in range(x.shape[1]):
+        r = np.rint(x[t, j] / s)
+        q[t, j] = np.int8(min(max(r, -fq), fq))
+
+
 @njit(cache=True, parallel=True)
-def _quantize_per_token(x, qmax, q, scale):
-    """Row-parallel absmax, scale and rounding (the float32 operations of the twin)."""
+def _quantize_parallel(x, qmax, q, scale):
     fq = np.float32(qmax)
     for t in prange(x.shape[0]):
-        absmax = np.float32(0.0)
-        for j in range(x.shape[1]):
-            absmax = max(absmax, abs(x[t, j]))
-        s = max(absmax, SCALE_FLOOR) / fq
-        scale[t] = s
-        for j in range(x.shape[1]):
-            r = np.rint(x[t, j] / s)
-            q[t, j] = np.int8(min(max(r, -fq), fq))
+        _quantize_row(x, t, fq, q, scale)
+
+
+@njit(cache=True)
+def _quantize_serial(x, qmax, q, scale):
+    fq = np.float32(qmax)
+    for t in range(x.shape[0]):
+        _quantize_row(x, t, fq, q, scale)
+
+
+PARALLEL_MIN_ELEMENTS = 1 << 18  # below this, waking the thread pool costs more than the work
 
 
 def quantize_per_token(x: np.ndarray, bits: int = 8) -> tuple[np.ndarray, np.ndarray]:
@@ -65,5 +81,6 @@ def quantize_per_token(x: np.ndarray, bits: int = 8) -> tuple[np.ndarray, np.nda
     x, qmax = _check(x, bits, "quantize_per_token")
     q = np.empty(x.shape, np.int8)  # [T, D]
     scale = np.empty(x.shape[0], np.float32)  # [T]
-    _quantize_per_token(x, qmax, q, scale)
+    kernel = _quantize_parallel if x.size >= PARALLEL_MIN_ELEMENTS else _quantize_serial
+    kernel(x, qmax, q, scale)
     return q, scale
