@@ -27,6 +27,8 @@ def register(subparsers) -> None:
     t.add_argument("--patch", type=int, default=4)
     t.add_argument("--limit", type=int, default=None, help="use only the first N training images (smoke tests)")
     t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--augment", choices=("crop-flip", "flip", "none"), default="crop-flip",
+                   help="training augmentation: random 2-px shift + horizontal flip (default), flip only, none")
     t.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up before the cosine decay")
     t.add_argument("--init", default=None, help="start from this refq ViT checkpoint (same architecture) "
                                                "instead of a random initialisation")
@@ -102,7 +104,8 @@ def _train(args) -> int:
     params, history = train(cfg, normalize_images(x_train[:, None], cfg), y_train,
                             normalize_images(x_test[:, None], cfg), y_test, rng,
                             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                            weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, init=init)
+                            weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, init=init,
+                            augmentation=args.augment)
     manifest = {"config": cfg.to_dict(), "command": "refq " + " ".join(shlex.quote(a) for a in args.argv_all),
                 "seed": args.seed, "test_top1": history[-1]["test_top1"], "history": history}
     if init_manifest is not None:  # the chain of commands that made the weights

@@ -19,8 +19,11 @@ from refq.autograd.optim import AdamW, warmup_cosine_lr
 from refq.models import vit
 
 
+AUGMENTATIONS = ("crop-flip", "flip", "none")
+
+
 def augment(x: np.ndarray, rng: np.random.Generator, pad: int = 2) -> np.ndarray:
-    """Random shift by up to `pad` pixels (zero padding) and random horizontal flip, per image."""
+    """Random shift by up to `pad` pixels (background padding; pad=0: none) and random horizontal flip, per image."""
     B, C, H, W = x.shape
     padded = np.pad(x, ((0, 0), (0, 0), (pad, pad), (pad, pad)), constant_values=x.min())  # [B, C, H+2p, W+2p]
     dy, dx = rng.integers(0, 2 * pad + 1, size=(2, B))
@@ -52,11 +55,14 @@ def accuracy(params: dict, cfg: vit.ViTConfig, x: np.ndarray, y: np.ndarray, bat
 def train(cfg: vit.ViTConfig, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
           rng: np.random.Generator, epochs: int = 15, batch_size: int = 128, lr: float = 1e-3,
           weight_decay: float = 0.05, warmup_epochs: float = 1.0, eval_subset: int = 2000,
-          log=None, init: dict | None = None) -> tuple[dict, list[dict]]:
+          log=None, init: dict | None = None, augmentation: str = "crop-flip") -> tuple[dict, list[dict]]:
     """Train from scratch (or from `init` params); returns (float32 params, per-epoch history).
 
-    x_* are normalised float32 images. The init arrays are copied, never modified.
+    x_* are normalised float32 images. The init arrays are copied, never modified. augmentation:
+    'crop-flip' (shift by up to 2 px and flip), 'flip' (horizontal flip only) or 'none'.
     """
+    if augmentation not in AUGMENTATIONS:
+        raise ValueError(f"train: augmentation={augmentation!r}, expected one of {AUGMENTATIONS}")
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     if init is not None:
         vit.check_params(init, cfg)
@@ -72,7 +78,10 @@ def train(cfg: vit.ViTConfig, x_train: np.ndarray, y_train: np.ndarray, x_test: 
         losses = []
         for s in range(steps_per_epoch):
             idx = order[s * batch_size:(s + 1) * batch_size]
-            xb = Tensor(augment(x_train[idx], rng))
+            xb = x_train[idx]  # [B, 1, 28, 28]
+            if augmentation != "none":
+                xb = augment(xb, rng, pad=2 if augmentation == "crop-flip" else 0)
+            xb = Tensor(xb)
             loss = F.cross_entropy(vit.forward(params, cfg, xb), y_train[idx])
             opt.zero_grad()
             loss.backward()

@@ -53,8 +53,11 @@ def configurations() -> list[dict]:
 
 
 def subset(name: str) -> list[dict]:
-    """The runs of one part of the table: 'all', 'main' (calibration x bits), 'w4a4' or 'ablation'."""
+    """The runs of one part of the table: 'all', 'main' (calibration x bits), 'w4a4', 'ablation', or
+    'ablation-extra' (the ablation rows that are not also in the main grid)."""
     runs = configurations()
+    if name == "ablation-extra":
+        return runs[len(MAIN_BITS) * len(MAIN_CALIBS):]
     if name == "main":
         return runs[:len(MAIN_BITS) * len(MAIN_CALIBS)]
     if name == "w4a4":
@@ -181,8 +184,12 @@ def main(argv=None) -> int:
     p.add_argument("--out-md", default=None)
     p.add_argument("--out-json", default=None)
     p.add_argument("--resume", action="store_true", help="skip runs already in --out-json")
-    p.add_argument("--subset", choices=("all", "main", "w4a4", "ablation"), default="all",
-                   help="run only part of the grid (w4a4: the four W4A4 calibration rows)")
+    p.add_argument("--records", nargs="+", default=[], metavar="JSON",
+                   help="also take the finished runs of these --out-json files (e.g. parts run in parallel "
+                        "with --subset), so that only the missing runs execute")
+    p.add_argument("--subset", choices=("all", "main", "w4a4", "ablation", "ablation-extra"), default="all",
+                   help="run only part of the grid (w4a4: the four W4A4 calibration rows; ablation-extra: the "
+                        "seven ablation rows not in the main grid, to run beside --subset main)")
     p.add_argument("--sweep-alpha", type=float, nargs="+", default=None, help="tune alpha1 on held-out images")
     p.add_argument("--heldout", type=int, default=2000, help="held-out training images for --sweep-alpha")
     args = p.parse_args(argv)
@@ -199,6 +206,9 @@ def main(argv=None) -> int:
     records = []
     if args.resume and args.out_json and Path(args.out_json).exists():
         records = json.loads(Path(args.out_json).read_text())["records"]
+    for extra in args.records:
+        known = {r["key"] for r in records}
+        records += [r for r in json.loads(Path(extra).read_text())["records"] if r["key"] not in known]
     cache = ImageCache(params, cfg, sc, real_pool, args.cache)
     records = run_all(params, cfg, eval_x, eval_y, cache, args.seeds, args.recon_iters, records, args.out_json,
                       subset(args.subset))

@@ -15,6 +15,9 @@ def test_configurations_cover_main_grid_and_ablation():
     assert "sardfq-W4A4-apa1-msr0-sl1-seed0" in keys and "psaq-W6A6-seed0" in keys
     assert [r["calib"] for r in table.subset("w4a4")] == ["real", "noise", "psaq", "sardfq"]
     assert len(table.subset("ablation")) == 8 and len(table.subset("main")) == 8
+    extra = table.subset("ablation-extra")
+    assert len(extra) == 7 and not {table.run_key(r, 0) for r in extra} & {table.run_key(r, 0) for r in table.subset("main")}
+    assert {table.run_key(r, 0) for r in extra + table.subset("main")} == set(keys)
 
 
 def test_markdown_reports_mean_and_std():
@@ -42,3 +45,26 @@ def test_run_all_shares_images_between_bit_widths(tmp_path):
     assert records[0]["seconds"]["synthesis"] == records[1]["seconds"]["synthesis"] > 0
     again = table.run_all(params, cfg, x, y, cache, [0], 1, records, None, runs, log=lambda m: None)
     assert len(again) == 2  # finished keys are skipped
+
+
+def test_main_takes_finished_runs_from_other_files(tmp_path, capsys):
+    import json
+
+    import pytest
+
+    from refq.data import fashion_mnist as fm
+    from refq.io.npz import save_npz
+    if not (fm.DEFAULT_ROOT / "t10k-images-idx3-ubyte.gz").exists():
+        pytest.skip(f"Fashion-MNIST not installed in {fm.DEFAULT_ROOT} (Debian package dataset-fashion-mnist)")
+    cfg = vit.ViTConfig(embed_dim=8, depth=2, num_heads=2, patch_size=7, mean=(fm.MEAN,), std=(fm.STD,))
+    save_npz(tmp_path / "vit.npz", vit.init_params(cfg, np.random.default_rng(0)), {"config": cfg.to_dict()})
+    common = ["--checkpoint", str(tmp_path / "vit.npz"), "--seeds", "0", "--iters", "2", "--recon-iters", "1",
+              "--limit", "20", "--subset", "w4a4"]
+    assert table.main(common + ["--out-json", str(tmp_path / "a.json")]) == 0
+    first = json.loads((tmp_path / "a.json").read_text())["records"]
+    assert [r["key"] for r in first] == ["real-W4A4-seed0", "noise-W4A4-seed0", "psaq-W4A4-seed0",
+                                         "sardfq-W4A4-apa1-msr1-sl1-seed0"]
+    capsys.readouterr()
+    assert table.main(common + ["--records", str(tmp_path / "a.json"), "--out-json", str(tmp_path / "b.json")]) == 0
+    assert "table: " not in capsys.readouterr().err  # nothing ran again
+    assert json.loads((tmp_path / "b.json").read_text())["records"] == first
