@@ -155,8 +155,18 @@ def to_markdown(records: list, fp_top1: float, meta: dict) -> str:
     lines += ["", f"Seeds {meta['seeds']}; {meta['n_eval']} evaluation images; synthesis {meta['synth_iters']} "
                   f"iterations on {meta['batch']} images (alpha1 = {meta['alpha1']:g}); reconstruction "
                   f"{meta['recon_iters']} steps per unit. Synthesis time per image: PSAQ-ViT {per_image['psaq']} s, "
-                  f"SARDFQ {per_image['sardfq']} s; total {meta['seconds'] / 60:.1f} min."]
+                  f"SARDFQ {per_image['sardfq']} s; {_runtime(meta)}."]
     return "\n".join(lines) + "\n"
+
+
+def _runtime(meta: dict) -> str:
+    """'total 12.3 min', or, for a table merged from parallel parts, their times and the longest one."""
+    parts = meta.get("part_seconds") or []
+    if not parts:
+        return f"total {meta['seconds'] / 60:.1f} min"
+    each = " + ".join(f"{s / 60:.1f}" for s in parts)
+    return (f"{each} min in {len(parts)} parallel parts (wall time {max(parts) / 60:.1f} min), "
+            f"then {meta['seconds'] / 60:.1f} min to merge")
 
 
 def sweep_alpha(params, cfg, alphas, seeds, sc: SynthConfig, heldout_x, heldout_y, recon_iters: int, log=_stderr) -> list:
@@ -206,16 +216,20 @@ def main(argv=None) -> int:
     records = []
     if args.resume and args.out_json and Path(args.out_json).exists():
         records = json.loads(Path(args.out_json).read_text())["records"]
+    part_seconds = []
     for extra in args.records:
         known = {r["key"] for r in records}
-        records += [r for r in json.loads(Path(extra).read_text())["records"] if r["key"] not in known]
+        part = json.loads(Path(extra).read_text())
+        records += [r for r in part["records"] if r["key"] not in known]
+        part_seconds.append(part.get("meta", {}).get("seconds", 0.0))
     cache = ImageCache(params, cfg, sc, real_pool, args.cache)
     records = run_all(params, cfg, eval_x, eval_y, cache, args.seeds, args.recon_iters, records, args.out_json,
                       subset(args.subset))
     from refq.models.vit_train import accuracy
     fp_top1 = accuracy(params, cfg, eval_x, eval_y)
     meta = {"seeds": args.seeds, "n_eval": len(eval_y), "synth_iters": sc.rounds * sc.iters, "batch": sc.batch,
-            "alpha1": sc.alpha1, "recon_iters": args.recon_iters, "seconds": time.time() - start}
+            "alpha1": sc.alpha1, "recon_iters": args.recon_iters, "seconds": time.time() - start,
+            "part_seconds": part_seconds}
     md = to_markdown(records, fp_top1, meta)
     if args.out_md:
         Path(args.out_md).write_text(md)

@@ -68,3 +68,9 @@ def test_main_takes_finished_runs_from_other_files(tmp_path, capsys):
     assert table.main(common + ["--records", str(tmp_path / "a.json"), "--out-json", str(tmp_path / "b.json")]) == 0
     assert "table: " not in capsys.readouterr().err  # nothing ran again
     assert json.loads((tmp_path / "b.json").read_text())["records"] == first
+
+
+def test_runtime_of_a_merged_table_names_its_parts():
+    assert table._runtime({"seconds": 90.0}) == "total 1.5 min"
+    text = table._runtime({"seconds": 30.0, "part_seconds": [600.0, 1200.0]})
+    assert text == "10.0 + 20.0 min in 2 parallel parts (wall time 20.0 min), then 0.5 min to merge"
