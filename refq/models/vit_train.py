@@ -70,6 +70,8 @@ def train(cfg: vit.ViTConfig, x_train: np.ndarray, y_train: np.ndarray, x_test: 
     params = vit.as_tensors(start_params, requires_grad=True)
     opt = AdamW(list(params.values()), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = len(x_train) // batch_size
+    if steps_per_epoch == 0:
+        raise ValueError(f"train: {len(x_train)} training images is less than one batch of batch_size={batch_size}")
     total = epochs * steps_per_epoch
     warmup = min(int(warmup_epochs * steps_per_epoch), total - 1)
     history, step, start = [], 0, time.time()

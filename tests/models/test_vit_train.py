@@ -35,7 +35,10 @@ def test_tiny_training_learns_and_continues_from_init(tmp_path, capsys):
 
 def test_init_with_another_architecture_is_refused(tmp_path, capsys):
     first = tmp_path / "a.npz"
-    assert main(["vit", "train", "--out", str(first), "--epochs", "1", "--limit", "64"] + TINY[:8]) == 0
+    assert main(["vit", "train", "--out", str(first), "--epochs", "1", "--limit", "64"] + TINY[:8]) == 2
+    assert "batch_size=128" in capsys.readouterr().err  # 64 images are less than one batch: a clear error
+    assert main(["vit", "train", "--out", str(first), "--epochs", "1", "--limit", "64", "--batch-size", "32"]
+                + TINY[:8]) == 0
     capsys.readouterr()
     argv = ["vit", "train", "--out", str(tmp_path / "b.npz"), "--epochs", "1", "--embed-dim", "32", "--depth", "1",
             "--heads", "2", "--patch", "7", "--limit", "64", "--init", str(first)]
