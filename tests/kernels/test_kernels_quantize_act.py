@@ -61,3 +61,25 @@ def test_bad_inputs_raise_value_error_naming_the_value(x, bits, match):
     for fn in (quantize_per_token, quantize_per_token_ref):
         with pytest.raises(ValueError, match=match):
             fn(x, bits)
+
+
+EXTREMES = hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=40),
+                      elements=st.floats(allow_nan=False, allow_infinity=False, width=32))  # +-0, subnormals, +-3.4e38
+
+
+@given(x=EXTREMES, bits=BITS)
+def test_kernel_equals_its_twin_on_the_whole_float32_range(x, bits):
+    q, s = quantize_per_token(x, bits)  # the absmax is an integer maximum over the bit patterns
+    q_ref, s_ref = quantize_per_token_ref(x, bits)
+    np.testing.assert_array_equal(q, q_ref)
+    np.testing.assert_array_equal(s, s_ref)
+
+
+@pytest.mark.parametrize("rows", [3, 1200])  # serial path, and the parallel one (>= 2^18 elements)
+@pytest.mark.parametrize("bad", [np.inf, -np.inf, np.nan])
+def test_non_finite_values_anywhere_are_refused(rows, bad):
+    x = np.ones((rows, 256), np.float32)
+    x[-1, -1] = bad  # the very last element: the kernel must look at every row
+    with pytest.raises(ValueError, match="1 non-finite values"):
+        quantize_per_token(x)
+    assert np.isnan(x[-1, -1]) if np.isnan(bad) else x[-1, -1] == bad  # the input is not modified
