@@ -57,6 +57,9 @@ def _kernels(quick: bool) -> None:
     ops = 2.0 * n ** 3
     _say(f"  {n}x{n}x{n}: int8 {ops / best_i / 1e9:.0f} GOP/s, NumPy float32 {ops / best_f / 1e9:.0f} GFLOP/s "
          f"(int8/f32 {best_f / best_i:.2f}x), bit-exact vs int64 NumPy: {exact}")
+    if best_f < best_i:
+        _say("  (slower than float here: with other jobs on the machine, Numba's parallel kernels wait for busy "
+             "cores; `OPENBLAS_NUM_THREADS=1 NUMBA_NUM_THREADS=1 refq bench gemm` compares one core each)")
 
 
 def _sardfq(out: Path, seed: int, quick: bool) -> None:
