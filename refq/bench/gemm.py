@@ -22,9 +22,10 @@ from __future__ import annotations
 
 import re
 import sys
-import time
 
 import numpy as np
+
+from refq.bench import interleaved_times
 
 DEFAULT_SIZES = (512, 1024, 2048)
 KERNELS = ("auto", "tiled", "avx2")
@@ -70,13 +71,7 @@ def shapes_from_args(args) -> list[tuple[int, int, int]]:
 
 def best_of(functions: dict, repeat: int) -> dict:
     """Best wall time (s) of each zero-argument function over `repeat` interleaved rounds."""
-    best = {name: float("inf") for name in functions}
-    for _ in range(repeat):
-        for name, fn in functions.items():
-            start = time.perf_counter()
-            fn()
-            best[name] = min(best[name], time.perf_counter() - start)
-    return best
+    return {name: float(t.min()) for name, t in interleaved_times(functions, repeat).items()}
 
 
 def kernel_functions(kernel: str):

@@ -36,6 +36,7 @@ def _say(msg: str) -> None:
 def _kernels(quick: bool) -> None:
     import numpy as np
 
+    from refq.bench import interleaved_times
     from refq.kernels.int8_gemm import gemm_int8
     from refq.kernels.reference import gemm_int8_ref
 
@@ -44,15 +45,9 @@ def _kernels(quick: bool) -> None:
     a = rng.integers(-128, 128, (n, n), dtype=np.int8)  # [M, K]
     b = rng.integers(-128, 128, (n, n), dtype=np.int8)  # [N, K]
     af, bf = a.astype(np.float32), b.T.astype(np.float32).copy()  # [M, K], [K, N]
-    gemm_int8(a[:4, :4].copy(), b[:4, :4].copy())  # compile (or load the Numba cache)
-    best_i = best_f = float("inf")
-    for _ in range(3 if quick else 5):  # interleaved, best of N
-        t = time.perf_counter()
-        c = gemm_int8(a, b)  # [M, N] int32
-        best_i = min(best_i, time.perf_counter() - t)
-        t = time.perf_counter()
-        af @ bf  # [M, N] float32
-        best_f = min(best_f, time.perf_counter() - t)
+    c = gemm_int8(a, b)  # [M, N] int32; the first call compiles (or loads the Numba cache)
+    times = interleaved_times({"int8": lambda: gemm_int8(a, b), "f32": lambda: af @ bf}, 3 if quick else 5)
+    best_i, best_f = times["int8"].min(), times["f32"].min()
     exact = bool(np.array_equal(c, gemm_int8_ref(a, b)))
     ops = 2.0 * n ** 3
     _say(f"  {n}x{n}x{n}: int8 {ops / best_i / 1e9:.0f} GOP/s, NumPy float32 {ops / best_f / 1e9:.0f} GFLOP/s "
@@ -95,6 +90,7 @@ def _spotter(out: Path) -> None:
     from PIL import Image
 
     from refq.pretrained import DEMO_SCENE, DEMO_SCENE_GT
+    from refq.spotter.boxes import quad_to_aabb
     from refq.spotter.icdar import read_icdar_gt
     from refq.spotter.infer import load_spotter, spot_images
     from refq.spotter.evaluate import end_to_end_counts
@@ -104,7 +100,7 @@ def _spotter(out: Path) -> None:
     params, cfg, _ = load_spotter()
     image = np.asarray(Image.open(DEMO_SCENE).convert("L"), dtype=np.uint8)  # [256, 256]
     gt = read_icdar_gt(DEMO_SCENE_GT)
-    gt_boxes = np.array([[*w.quad.min(axis=0), *w.quad.max(axis=0)] for w in gt], np.float64)  # [N, 4] x0 y0 x1 y1
+    gt_boxes = quad_to_aabb(np.array([w.quad for w in gt]))  # [N, 4] x0 y0 x1 y1
     gt_texts = [w.text for w in gt]
     _say(f"  demo scene ground truth: {' | '.join(gt_texts)}")
     for name, p in (("float", params), ("int8", quantize_spotter(params, cfg))):
