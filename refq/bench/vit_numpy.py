@@ -7,6 +7,7 @@ on the class token, DeiT: mean of the two heads), the same parameter dict, but n
 graph: `forward` returns the logits and a cache of the activations the backward needs, and
 `backward` applies the chain rule layer by layer, in reverse, by hand. Arrays keep the dtype of the
 parameters and the input (float32 like the autograd path). Only full-precision ops (no LayerOps).
+Softmax and log-softmax are the plain-array helpers of refq.autograd.ops_nn (no Tensor involved).
 
 Backward rules (g = dL/d output; the same equations as refq.autograd's ops_*):
   linear  y = x W^T + b:           dx = g W,   dW = g^T x,   db = sum_rows g
@@ -32,6 +33,7 @@ import math
 import numpy as np
 from scipy.special import erf
 
+from refq.autograd.ops_nn import log_softmax_array, softmax_array
 from refq.models.vit import ViTConfig
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
@@ -87,21 +89,9 @@ def gelu_backward(g: np.ndarray, x: np.ndarray, cdf: np.ndarray) -> np.ndarray:
     return g * (cdf + x * pdf)
 
 
-def softmax(x: np.ndarray) -> np.ndarray:
-    """Softmax over the last axis (max subtracted first)."""
-    e = np.exp(x - x.max(axis=-1, keepdims=True))
-    return e / e.sum(axis=-1, keepdims=True)
-
-
 def softmax_backward(g: np.ndarray, y: np.ndarray) -> np.ndarray:
     """ds = y (g - sum(g y)) over the last axis, y = softmax(s)."""
     return y * (g - (g * y).sum(axis=-1, keepdims=True))
-
-
-def log_softmax(x: np.ndarray) -> np.ndarray:
-    """x - logsumexp(x) over the last axis."""
-    shifted = x - x.max(axis=-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(axis=-1, keepdims=True))
 
 
 def cross_entropy(logits: np.ndarray, labels: np.ndarray):
@@ -114,7 +104,7 @@ def cross_entropy(logits: np.ndarray, labels: np.ndarray):
     if B and (labels.min() < 0 or labels.max() >= K):
         bad = labels.min() if labels.min() < 0 else labels.max()
         raise ValueError(f"cross_entropy: label {bad} is out of range for {K} classes")
-    logp = log_softmax(logits)  # [B, K]
+    logp = log_softmax_array(logits)  # [B, K]
     rows = np.arange(B)
     loss = -float(logp[rows, labels].sum()) / B
     dlogits = np.exp(logp)  # [B, K] softmax
@@ -179,7 +169,7 @@ def attention_forward(params: dict, cfg: ViTConfig, i: int, x: np.ndarray):
     qkv = linear_forward(x, params[pre + "qkv.weight"], params[pre + "qkv.bias"])  # [B, T, D] -> [B, T, 3D]
     q, k, v = qkv.reshape(B, T, 3, H, D // H).transpose(2, 0, 3, 1, 4)  # -> 3 x [B, H, T, Dh]
     scale = 1.0 / math.sqrt(D // H)
-    attn = softmax((q @ k.transpose(0, 1, 3, 2)) * scale)  # [B, H, T, Dh] x [B, H, Dh, T] -> [B, H, T, T]
+    attn = softmax_array((q @ k.transpose(0, 1, 3, 2)) * scale)  # [B, H, T, Dh] x [B, H, Dh, T] -> [B, H, T, T]
     heads = attn @ v  # [B, H, T, T] x [B, H, T, Dh] -> [B, H, T, Dh]
     merged = heads.transpose(0, 2, 1, 3).reshape(B, T, D)  # -> [B, T, D]
     out = linear_forward(merged, params[pre + "proj.weight"], params[pre + "proj.bias"])  # [B, T, D]
