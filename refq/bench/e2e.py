@@ -124,18 +124,13 @@ def load_vit_model(checkpoint, random_weights: bool, rng: np.random.Generator):
 
     if checkpoint is not None and random_weights:
         raise ValueError(f"bench e2e: --vit-checkpoint {checkpoint} and --vit-random exclude each other")
-    if checkpoint is not None:
+    if checkpoint is not None and not Path(checkpoint).is_file():
+        raise ValueError(f"bench e2e: --vit-checkpoint {checkpoint} not found")
+    if checkpoint is not None or (not random_weights and VIT_FMNIST.exists()):
         from refq.sardfq.pipeline import load_model
 
-        if not Path(checkpoint).is_file():
-            raise ValueError(f"bench e2e: --vit-checkpoint {checkpoint} not found")
-        params, cfg, _ = load_model(checkpoint)
-        return params, cfg, str(checkpoint)
-    if not random_weights and VIT_FMNIST.exists():
-        from refq.pretrained import load_vit
-
-        params, cfg, _ = load_vit()
-        return params, cfg, f"shipped {VIT_FMNIST.name}"
+        params, cfg, _ = load_model(checkpoint)  # None: the shipped ViT
+        return params, cfg, str(checkpoint) if checkpoint is not None else f"shipped {VIT_FMNIST.name}"
     cfg = vit.ViTConfig()
     reason = "--vit-random" if random_weights else f"{VIT_FMNIST.name} not found"
     return vit.init_params(cfg, rng), cfg, f"random weights ({reason})"
