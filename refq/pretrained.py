@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from refq.io.npz import load_npz
+from refq.io.npz import load_with_config
 from refq.models.vit import ViTConfig, check_params
 
 WEIGHTS = Path(__file__).resolve().parent / "weights"
 VIT_FMNIST = WEIGHTS / "vit_fmnist.npz"
+SPOTTER_NPZ = WEIGHTS / "spotter.npz"
 FMNIST_SAMPLE = WEIGHTS / "fmnist_test500.npz"
 DEMO_SCENE = WEIGHTS / "demo_scene.png"
 DEMO_SCENE_GT = WEIGHTS / "demo_scene_gt.txt"
@@ -25,12 +26,4 @@ DEMO_SCENE_GT = WEIGHTS / "demo_scene_gt.txt"
 
 def load_vit(path: str | Path | None = None) -> tuple[dict, ViTConfig, dict]:
     """(params, config, manifest) of a refq ViT checkpoint; the shipped Fashion-MNIST ViT by default."""
-    path = Path(path) if path is not None else VIT_FMNIST
-    if not path.exists():
-        raise ValueError(f"ViT checkpoint {path} not found")
-    params, manifest = load_npz(path)
-    if "config" not in manifest:
-        raise ValueError(f"{path}: manifest has no 'config' entry (keys: {sorted(manifest)})")
-    cfg = ViTConfig.from_dict(manifest["config"])
-    check_params(params, cfg)
-    return params, cfg, manifest
+    return load_with_config(VIT_FMNIST if path is None else path, ViTConfig, check_params, "ViT")

@@ -103,3 +103,21 @@ def load_npz(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
         raise ValueError(f"{path}: manifest format_version {manifest.get('format_version')!r}, "
                          f"this refq reads {FORMAT_VERSION}")
     return arrays, manifest
+
+
+def load_with_config(path: str | Path, config_cls, check_params, what: str, hint: str = "") -> tuple[dict, object, dict]:
+    """(params, config, manifest) of a refq model .npz whose manifest holds a `config` entry.
+
+    config = config_cls.from_dict(manifest['config']), then check_params(params, config) validates the
+    arrays; a missing file or config entry is a ValueError naming it (`what` names the model, `hint` is
+    appended to the not-found message).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ValueError(f"{what} checkpoint {path} not found{hint}")
+    params, manifest = load_npz(path)
+    if "config" not in manifest:
+        raise ValueError(f"{path}: manifest has no 'config' entry (keys: {sorted(manifest)})")
+    cfg = config_cls.from_dict(manifest["config"])
+    check_params(params, cfg)
+    return params, cfg, manifest

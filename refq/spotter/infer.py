@@ -21,27 +21,19 @@ from pathlib import Path
 import numpy as np
 
 from refq.autograd import Tensor, no_grad
-from refq.io.npz import load_npz
+from refq.io.npz import load_with_config
+from refq.pretrained import SPOTTER_NPZ
 from refq.spotter import model as M
 from refq.spotter.decode import recognize, spot_batch
 from refq.spotter.evaluate import Counts, detection_counts, end_to_end_counts, recognition_metrics
 from refq.spotter.synth import list_samples, load_sample
 
-WEIGHTS = Path(__file__).resolve().parents[1] / "weights"
-SPOTTER_NPZ = WEIGHTS / "spotter.npz"
 
 
 def load_spotter(path: str | Path | None = None) -> tuple[dict, M.SpotterConfig, dict]:
     """(params, config, manifest) of a refq spotter checkpoint; the shipped model by default."""
-    path = Path(path) if path is not None else SPOTTER_NPZ
-    if not path.exists():
-        raise ValueError(f"spotter checkpoint {path} not found (train one with `refq spot train`)")
-    params, manifest = load_npz(path)
-    if "config" not in manifest:
-        raise ValueError(f"{path}: manifest has no 'config' entry (keys: {sorted(manifest)})")
-    cfg = M.SpotterConfig.from_dict(manifest["config"])
-    M.check_params(params, cfg)
-    return params, cfg, manifest
+    return load_with_config(SPOTTER_NPZ if path is None else path, M.SpotterConfig, M.check_params, "spotter",
+                            " (train one with `refq spot train`)")
 
 
 def spot_images(params: dict, cfg: M.SpotterConfig, images, batch_size: int = 8, **kw) -> list[list[dict]]:

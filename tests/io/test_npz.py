@@ -91,3 +91,23 @@ def test_load_refuses_foreign_and_broken_files(tmp_path):
     with pytest.raises(ValueError, match=r"declares shape \(1000000000000,\) of float64 \(8000000000000 bytes\) "
                                          r"but stores 16 bytes"):
         load_npz(lying)
+
+
+def test_load_with_config_names_what_is_missing(tmp_path, rng):
+    from refq.io.npz import load_with_config
+    from refq.models import vit
+
+    cfg = vit.ViTConfig(img_size=8, patch_size=4, embed_dim=8, depth=1, num_heads=2)
+    params = vit.init_params(cfg, rng)
+    with pytest.raises(ValueError, match=r"ViT checkpoint .*nope\.npz not found \(hint\)"):
+        load_with_config(tmp_path / "nope.npz", vit.ViTConfig, vit.check_params, "ViT", " (hint)")
+    save_npz(tmp_path / "bare.npz", params, {"seed": 0})
+    with pytest.raises(ValueError, match="no 'config' entry"):
+        load_with_config(tmp_path / "bare.npz", vit.ViTConfig, vit.check_params, "ViT")
+    save_npz(tmp_path / "ok.npz", params, {"config": cfg.to_dict()})
+    got, got_cfg, manifest = load_with_config(tmp_path / "ok.npz", vit.ViTConfig, vit.check_params, "ViT")
+    assert got_cfg == cfg and manifest["config"] == cfg.to_dict() and set(got) == set(params)
+    wrong = vit.ViTConfig(img_size=8, patch_size=4, embed_dim=16, depth=1, num_heads=2).to_dict()
+    save_npz(tmp_path / "wrong.npz", params, {"config": wrong})
+    with pytest.raises(ValueError):  # check_params refuses arrays that do not fit the config
+        load_with_config(tmp_path / "wrong.npz", vit.ViTConfig, vit.check_params, "ViT")
