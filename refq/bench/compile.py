@@ -18,6 +18,7 @@ References: Numba documentation, "Notes on caching"; refq issue on performance (
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -71,8 +72,6 @@ def add_arguments(parser) -> None:
 
 
 def _run_once(cache_dir: str) -> dict:
-    import os
-
     env = dict(os.environ, NUMBA_CACHE_DIR=cache_dir)
     proc = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, env=env, timeout=900)
     if proc.returncode != 0:

@@ -105,7 +105,8 @@ def load_npz(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     return arrays, manifest
 
 
-def load_with_config(path: str | Path, config_cls, check_params, what: str, hint: str = "") -> tuple[dict, object, dict]:
+def load_with_config(path: str | Path, config_cls, check_params, what: str,
+                     hint: str = "") -> tuple[dict, object, dict]:
     """(params, config, manifest) of a refq model .npz whose manifest holds a `config` entry.
 
     config = config_cls.from_dict(manifest['config']), then check_params(params, config) validates the

@@ -24,7 +24,7 @@ SCALE_FLOOR = np.float32(1e-5)
 
 
 def _check(x, bits, fn: str, check_finite: bool = True) -> tuple[np.ndarray, int]:
-    """Validate float32 X [T, D] (finite, unless check_finite=False) and bits in 2..8; return X C-contiguous and qmax."""
+    """Validate float32 X [T, D] (finite unless check_finite=False) and bits in 2..8; return (C-contiguous X, qmax)."""
     if not isinstance(x, np.ndarray) or x.dtype != np.float32:
         kind = x.dtype if isinstance(x, np.ndarray) else type(x).__name__
         raise ValueError(f"{fn}: x has dtype {kind}, expected a float32 numpy array")

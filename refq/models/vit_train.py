@@ -64,10 +64,12 @@ def train(cfg: vit.ViTConfig, x_train: np.ndarray, y_train: np.ndarray, x_test: 
     if augmentation not in AUGMENTATIONS:
         raise ValueError(f"train: augmentation={augmentation!r}, expected one of {AUGMENTATIONS}")
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
-    if init is not None:
+    if init is None:
+        initial = vit.init_params(cfg, rng)
+    else:
         vit.check_params(init, cfg)
-    start_params = {k: np.array(v, np.float32) for k, v in init.items()} if init is not None else vit.init_params(cfg, rng)
-    params = vit.as_tensors(start_params, requires_grad=True)
+        initial = {k: np.array(v, np.float32) for k, v in init.items()}  # copies: init is never modified
+    params = vit.as_tensors(initial, requires_grad=True)
     opt = AdamW(list(params.values()), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = len(x_train) // batch_size
     if steps_per_epoch == 0:

@@ -195,7 +195,8 @@ def quantize_and_evaluate(params: dict, cfg: vit.ViTConfig, calib_x: np.ndarray,
         other = predict(qparams, cfg, eval_x, batch_size=250, ops=ops).argmax(-1)  # [N]
         ops.integer = integer
         int_pred, sim_pred = (pred, other) if integer else (other, pred)
-        record.update(integer_top1=float((int_pred == eval_y).mean()), simulated_top1=float((sim_pred == eval_y).mean()),
+        record.update(integer_top1=float((int_pred == eval_y).mean()),
+                      simulated_top1=float((sim_pred == eval_y).mean()),
                       integer_agreement=float((int_pred == sim_pred).mean()))
     return record
 
