@@ -2,7 +2,7 @@
 
 The plain twin of refq.models.vit, the baseline of `refq bench autograd`: the same network (timm
 layout, patch embedding as a matmul over flattened patches, class token (and DeiT distillation
-token), learned position embedding, pre-norm blocks, LayerNorm with cfg.eps, exact erf GELU, head
+token), learned position embedding, pre-norm blocks, LayerNorm with cfg.eps, GELU as in the autograd (float32: refq.autograd.gelu_f32), head
 on the class token, DeiT: mean of the two heads), the same parameter dict, but no Tensor and no
 graph: `forward` returns the logits and a cache of the activations the backward needs, and
 `backward` applies the chain rule layer by layer, in reverse, by hand. Arrays keep the dtype of the
@@ -33,6 +33,7 @@ import math
 import numpy as np
 from scipy.special import erf
 
+from refq.autograd.gelu_f32 import gelu_f32, gelu_grad_f32
 from refq.autograd.ops_nn import log_softmax_array, softmax_array
 from refq.models.vit import ViTConfig
 
@@ -78,14 +79,20 @@ def layer_norm_backward(g: np.ndarray, w: np.ndarray, saved, want_params: bool =
 
 
 def gelu_forward(x: np.ndarray):
-    """Exact GELU x Phi(x); returns (y, Phi(x))."""
+    """GELU x Phi(x) (float32: the same kernel as the autograd op); returns (y, (Phi(x), phi(x)))."""
+    if x.dtype == np.float32:
+        y, cdf, pdf = gelu_f32(x)
+        return y, (cdf, pdf)
     cdf = 0.5 * (1.0 + erf(x * _INV_SQRT2))  # Phi(x), the standard normal CDF
-    return x * cdf, cdf
-
-
-def gelu_backward(g: np.ndarray, x: np.ndarray, cdf: np.ndarray) -> np.ndarray:
-    """dx = g (Phi(x) + x phi(x))."""
     pdf = np.exp(-0.5 * x * x) * _INV_SQRT_2PI  # phi(x), the standard normal density
+    return x * cdf, (cdf, pdf)
+
+
+def gelu_backward(g: np.ndarray, x: np.ndarray, saved) -> np.ndarray:
+    """dx = g (Phi(x) + x phi(x)), saved = (Phi(x), phi(x))."""
+    cdf, pdf = saved
+    if x.dtype == g.dtype == np.float32:
+        return gelu_grad_f32(g, x, cdf, pdf)
     return g * (cdf + x * pdf)
 
 
@@ -203,9 +210,9 @@ def block_forward(params: dict, cfg: ViTConfig, i: int, x: np.ndarray):
     x1 = x + a  # [B, T, D]
     h2, norm2 = layer_norm_forward(x1, params[pre + "norm2.weight"], params[pre + "norm2.bias"], cfg.eps)
     f1 = linear_forward(h2, params[pre + "mlp.fc1.weight"], params[pre + "mlp.fc1.bias"])  # [B, T, D] -> [B, T, 4D]
-    act, cdf = gelu_forward(f1)  # [B, T, 4D]
+    act, gelu_saved = gelu_forward(f1)  # [B, T, 4D]
     f2 = linear_forward(act, params[pre + "mlp.fc2.weight"], params[pre + "mlp.fc2.bias"])  # -> [B, T, D]
-    cache = {"norm1": norm1, "attn": attn, "norm2": norm2, "h2": h2, "f1": f1, "cdf": cdf, "act": act}
+    cache = {"norm1": norm1, "attn": attn, "norm2": norm2, "h2": h2, "f1": f1, "gelu": gelu_saved, "act": act}
     return x1 + f2, cache
 
 
@@ -213,7 +220,7 @@ def block_backward(params: dict, cfg: ViTConfig, i: int, g: np.ndarray, c: dict,
     """(dx, parameter grads) of block_forward for upstream g [B, T, D]."""
     pre = f"blocks.{i}."
     dact, dw2, db2 = linear_backward(g, c["act"], params[pre + "mlp.fc2.weight"], True, want_params)  # -> [B, T, 4D]
-    df1 = gelu_backward(dact, c["f1"], c["cdf"])  # [B, T, 4D]
+    df1 = gelu_backward(dact, c["f1"], c["gelu"])  # [B, T, 4D]
     dh2, dw1, db1 = linear_backward(df1, c["h2"], params[pre + "mlp.fc1.weight"], True, want_params)  # -> [B, T, D]
     dx1, dn2w, dn2b = layer_norm_backward(dh2, params[pre + "norm2.weight"], c["norm2"], want_params)
     dx1 = dx1 + g  # residual: x1 feeds both the MLP branch and the output
