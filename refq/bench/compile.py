@@ -10,8 +10,9 @@ The benchmark runs the same script twice in fresh Python processes with `NUMBA_C
 new empty folder: `cold` = import + first call of every kernel with nothing cached (full compilation),
 `warm` = the same in a second process that finds the cache. Kernels: int8 and int4 GEMMs (the AVX2
 path where available, else the tiled one, plus the tiled and plain ones), the dequant epilogue, per-token
-activation quantization, the quantized ViT's zero-point epilogue, and the CTC loss and gradient
-(serial and parallel). The LLVM-IR AVX2 micro-kernel is built at import in both cases (it is not cached).
+activation quantization, the quantized ViT's zero-point epilogue, the CTC loss and gradient (serial
+and parallel), the CTC scores of lexicon words, and the float32 GELU forward and backward. The LLVM-IR
+AVX2 micro-kernel is built at import in both cases (it is not cached).
 
 References: Numba documentation, "Notes on caching"; refq issue on performance (compile-time target).
 """
@@ -34,7 +35,8 @@ from refq.kernels import (dequant_epilogue, gemm_int4, gemm_int4_plain, gemm_int
                           gemm_int8_tiled, quantize_per_token)
 from refq.quant.int4 import pack_int4
 from refq.sardfq.quant_vit import zero_point_dequant
-from refq.spotter.ctc import ctc_loss_and_grad
+from refq.spotter.ctc import ctc_log_likelihoods, ctc_loss_and_grad
+from refq.autograd.gelu_f32 import gelu_f32, gelu_grad_f32
 t1 = time.perf_counter()
 times = {}
 rng = np.random.default_rng(0)
@@ -56,6 +58,10 @@ calls = {
     "ctc_loss_and_grad_parallel": lambda: ctc_loss_and_grad(rng.standard_normal((2, 6, 4)).astype(np.float32),
                                                             np.array([1, 2, 3]), np.array([6, 6]), np.array([2, 1]),
                                                             parallel=True),
+    "ctc_log_likelihoods": lambda: ctc_log_likelihoods(np.log(np.full((6, 4), 0.25)), np.array([1, 2, 3]),
+                                                       np.array([2, 1])),
+    "gelu_f32 (+ grad)": lambda: gelu_grad_f32(np.ones(8, np.float32), np.ones(8, np.float32),
+                                               *gelu_f32(np.ones(8, np.float32))[1:]),
 }
 for name, call in calls.items():
     t = time.perf_counter()
