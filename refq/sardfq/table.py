@@ -7,9 +7,10 @@ Rows (each cell: top-1 mean +- sample std over the seeds, on the Fashion-MNIST t
 * W4A4 and W6A6 with calibration images from real training images, Gaussian noise, PSAQ-ViT and SARDFQ
   (the layout of sardfq.md §8.1-8.2);
 * the W4A4 ablation of §8.3: SARDFQ with every subset of {APA, MSR, SL} ("none" = CE + 0.05 TV inversion).
-Calibration images depend on (method, switches, seed) only, so W4A4 and W6A6 share them; they are cached
-in memory and, with --cache DIR, on disk. With --out-json every finished run is written at once and
---resume skips the runs already in that file.
+Calibration images depend on (model, method, switches, seed) only, so W4A4 and W6A6 share them; they
+are cached in memory and, with --cache DIR, on disk. With --out-json every finished run is written at
+once and --resume skips the runs already in that file. Cached images and records carry a fingerprint of
+the model's parameters (`model_fingerprint`), so runs of another checkpoint are never mixed in.
 
 `--sweep-alpha A1 A2 ...` instead tunes alpha1 of L_APA on held-out images: SARDFQ W4A4 top-1 on
 `--heldout` Fashion-MNIST *training* images (the last 2000 by default; never the test set). The
@@ -22,6 +23,7 @@ References: sardfq.md §8 (tables), §10 item 8 (alpha1 search).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import itertools
 import json
 import sys
@@ -67,6 +69,25 @@ def subset(name: str) -> list[dict]:
     return runs
 
 
+def model_fingerprint(params: dict) -> str:
+    """First 12 hex digits of the sha256 over every parameter's name, dtype, shape and bytes (sorted by name)."""
+    digest = hashlib.sha256()
+    for name in sorted(params):
+        a = np.ascontiguousarray(params[name])
+        digest.update(f"{name}|{a.dtype.str}|{a.shape}|".encode())
+        digest.update(a.tobytes())
+    return digest.hexdigest()[:12]
+
+
+def check_records(records: list, fingerprint: str, source: str) -> list:
+    """`records` unchanged if every one was made with the model `fingerprint`, else ValueError naming `source`."""
+    other = sorted({str(r.get("model")) for r in records if r.get("model") != fingerprint})
+    if other:
+        raise ValueError(f"{source}: records of model(s) {', '.join(other)} (None: written before refq recorded "
+                         f"the model), but this model is {fingerprint}; use another --out-json or re-run them")
+    return records
+
+
 def run_key(run: dict, seed: int) -> str:
     """Identifier of one run, e.g. 'sardfq-W4A4-apa1-msr0-sl1-seed0'."""
     switches = f"-apa{int(run['apa'])}-msr{int(run['msr'])}-sl{int(run['sl'])}" if run["calib"] == "sardfq" else ""
@@ -78,6 +99,7 @@ class ImageCache:
 
     def __init__(self, params, cfg, sc: SynthConfig, real_pool, directory=None, log=_stderr):
         self.params, self.cfg, self.sc, self.real_pool, self.log = params, cfg, sc, real_pool, log
+        self.model = model_fingerprint(params)
         self.directory = Path(directory) if directory else None
         self.memory: dict[str, tuple[np.ndarray, float]] = {}
 
@@ -85,7 +107,7 @@ class ImageCache:
         """(images, synthesis seconds) for a run, synthesised on the first request."""
         sc = replace(self.sc, apa=run["apa"], msr=run["msr"], sl=run["sl"])
         key = (run_key({**run, "wbits": 0, "abits": 0}, seed).replace("-W0A0", "")
-               + f"-b{sc.batch}-it{sc.iters}x{sc.rounds}-alpha{sc.alpha1:g}")
+               + f"-b{sc.batch}-it{sc.iters}x{sc.rounds}-alpha{sc.alpha1:g}-model{self.model}")
         if key in self.memory:
             return self.memory[key]
         path = self.directory / f"{key}.npz" if self.directory else None
@@ -118,7 +140,7 @@ def run_all(params, cfg, eval_x, eval_y, cache: ImageCache, seeds, recon_iters: 
             record, _, _ = pipeline.run_config(params, cfg, run["calib"], run["wbits"], run["abits"], seed, eval_x,
                                                eval_y, sc, recon_iters=recon_iters, images=images, log=log)
             record["seconds"].update(synthesis=synth_seconds, synthesis_per_image=synth_seconds / len(images))
-            record["key"] = key
+            record["key"], record["model"] = key, cache.model
             records.append(record)
             log(f"table: {key} top-1 {100 * record['top1']:.2f}%")
             if out_json:
@@ -213,14 +235,15 @@ def main(argv=None) -> int:
         return 0
     eval_x, eval_y = pipeline.fashion_mnist(cfg, "test", args.data, args.limit)
     real_pool, _ = pipeline.fashion_mnist(cfg, "train", args.data)
+    model = model_fingerprint(params)
     records = []
     if args.resume and args.out_json and Path(args.out_json).exists():
-        records = json.loads(Path(args.out_json).read_text())["records"]
+        records = check_records(json.loads(Path(args.out_json).read_text())["records"], model, args.out_json)
     part_seconds = []
     for extra in args.records:
         known = {r["key"] for r in records}
         part = json.loads(Path(extra).read_text())
-        records += [r for r in part["records"] if r["key"] not in known]
+        records += [r for r in check_records(part["records"], model, extra) if r["key"] not in known]
         part_seconds.append(part.get("meta", {}).get("seconds", 0.0))
     cache = ImageCache(params, cfg, sc, real_pool, args.cache)
     records = run_all(params, cfg, eval_x, eval_y, cache, args.seeds, args.recon_iters, records, args.out_json,
@@ -229,7 +252,7 @@ def main(argv=None) -> int:
     fp_top1 = accuracy(params, cfg, eval_x, eval_y)
     meta = {"seeds": args.seeds, "n_eval": len(eval_y), "synth_iters": sc.rounds * sc.iters, "batch": sc.batch,
             "alpha1": sc.alpha1, "recon_iters": args.recon_iters, "seconds": time.time() - start,
-            "part_seconds": part_seconds}
+            "part_seconds": part_seconds, "model": model}
     md = to_markdown(records, fp_top1, meta)
     if args.out_md:
         Path(args.out_md).write_text(md)

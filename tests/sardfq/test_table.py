@@ -74,3 +74,25 @@ def test_runtime_of_a_merged_table_names_its_parts():
     assert table._runtime({"seconds": 90.0}) == "total 1.5 min"
     text = table._runtime({"seconds": 30.0, "part_seconds": [600.0, 1200.0]})
     assert text == "10.0 + 20.0 min in 2 parallel parts (wall time 20.0 min), then 0.5 min to merge"
+
+
+def test_model_fingerprint_separates_checkpoints_in_cache_and_records(tmp_path):
+    import pytest
+
+    cfg = vit.ViTConfig(img_size=8, patch_size=4, in_chans=1, num_classes=4, embed_dim=8, depth=2, num_heads=2)
+    a = vit.init_params(cfg, np.random.default_rng(0))
+    b = {k: v.copy() for k, v in a.items()}
+    b["head.bias"] = b["head.bias"] + np.float32(1e-3)
+    fa, fb = table.model_fingerprint(a), table.model_fingerprint(b)
+    assert fa == table.model_fingerprint({k: v.copy() for k, v in a.items()}) and fa != fb and len(fa) == 12
+    x = np.random.default_rng(1).standard_normal((4, 1, 8, 8)).astype(np.float32)
+    sc = SynthConfig(batch=2, iters=2, rounds=1)
+    run = {"calib": "noise", "wbits": 4, "abits": 4, "apa": True, "msr": True, "sl": True}
+    table.ImageCache(a, cfg, sc, x, tmp_path, log=lambda m: None).get(run, 0)
+    table.ImageCache(b, cfg, sc, x, tmp_path, log=lambda m: None).get(run, 0)
+    assert len(list(tmp_path.glob("*.npz"))) == 2  # one file per model, never shared
+    assert table.check_records([{"model": fa}], fa, "a.json") == [{"model": fa}]
+    with pytest.raises(ValueError, match=f"b.json: records of model.*{fb}.*this model is {fa}"):
+        table.check_records([{"model": fa}, {"model": fb}], fa, "b.json")
+    with pytest.raises(ValueError, match="None"):
+        table.check_records([{"key": "old"}], fa, "old.json")
