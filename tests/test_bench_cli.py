@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from refq.cli import main
 
-FIELDS = {"m", "n", "k", "repeat", "kernel", "numpy_f32_gflops", "int8_gops", "int4_gops", "int8_vs_numpy",
+FIELDS = {"m", "n", "k", "repeat", "pause_s", "kernel", "numpy_f32_gflops", "int8_gops", "int4_gops", "int8_vs_numpy",
           "int4_vs_numpy", "int4_vs_int8", "exact_int8", "exact_int4", "exact", "machine"}
 
 
@@ -42,6 +44,24 @@ def test_bench_gemm_portable_kernels(capsys):
 def test_bench_gemm_bad_shape_is_a_clean_error(capsys):
     assert main(["bench", "gemm", "--shapes", "3x4"]) == 2
     assert "'3x4'" in capsys.readouterr().err
+
+
+def test_bench_gemm_pause_is_recorded_and_checked(capsys):
+    assert main(["bench", "gemm", "--sizes", "4", "--repeat", "2", "--pause", "0.01", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)[0]["pause_s"] == 0.01
+    assert main(["bench", "gemm", "--sizes", "4", "--pause", "-1"]) == 2
+    assert "pause=-1" in capsys.readouterr().err
+
+
+def test_interleaved_times_sleeps_before_every_call(monkeypatch):
+    import refq.bench as bench
+
+    events = []
+    monkeypatch.setattr(bench.time, "sleep", lambda s: events.append(("sleep", s)))
+    t = bench.interleaved_times({"a": lambda: events.append("a"), "b": lambda: events.append("b")}, 2, pause=0.05)
+    assert events == [("sleep", 0.05), "a", ("sleep", 0.05), "b"] * 2 and t["a"].shape == t["b"].shape == (2,)
+    with pytest.raises(ValueError, match="pause=-1"):
+        bench.interleaved_times({"a": lambda: None}, 1, pause=-1)
 
 
 def test_bench_compile_warm_cache_skips_compilation(capsys, tmp_path):

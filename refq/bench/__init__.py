@@ -39,16 +39,23 @@ def describe_machine(info: dict) -> str:
             f"numpy {info['numpy']}, numba {info['numba']}")
 
 
-def interleaved_times(functions: dict, repeat: int) -> dict:
+def interleaved_times(functions: dict, repeat: int, pause: float = 0.0) -> dict:
     """Wall times (s) of each zero-argument function over `repeat` interleaved rounds: {name: float64 [repeat]}.
 
     Interleaving (a, b, a, b, ...) lets every contender see the same machine load on a shared machine.
+    `pause` seconds of sleep before every timed call let the worker threads of the previous contender
+    stop spinning (OpenBLAS and OpenMP pools busy-wait for a while after a parallel call), so that
+    multi-threaded contenders do not steal each other's cores; the sleep is not timed.
     """
     import numpy as np
 
+    if pause < 0:
+        raise ValueError(f"interleaved_times: pause={pause} must be >= 0 seconds")
     times = {name: [] for name in functions}
     for _ in range(repeat):
         for name, fn in functions.items():
+            if pause:
+                time.sleep(pause)
             start = time.perf_counter()
             fn()
             times[name].append(time.perf_counter() - start)
