@@ -7,11 +7,14 @@ FakeQuant (uniform quantizer with fixed QParams; used by SARDFQ's block reconstr
 
   round's derivative is taken as 1 (STE), clip's as 1 where it is inactive and 0 where it saturates,
   as in the I&S-ViT quantizer (round_ste, then clamp). Forward values keep x's dtype.
+  Per-tensor float32 inputs take the one-pass kernel of refq.quant.fake_f32 (same values and mask).
 
 Log2FakeQuant (plain log2 quantizer of refq.quant.log2 for post-softmax attention):
 
     forward   a_hat = 2^-clip(round(-log2 a), 0, 2^b - 1)
     backward  dL/da = dL/da_hat * 1[round(-log2 a) <= 2^b - 1]       (0 where a saturates at the smallest level)
+
+  float32 inputs take the one-pass kernel of refq.quant.fake_f32 (same values and mask).
 
 LSQFakeQuant (Esser et al. 2020), with a learnable step size s (per tensor, or per channel along `axis`):
 
@@ -33,27 +36,50 @@ from __future__ import annotations
 import numpy as np
 
 from refq.autograd.engine import Function, Tensor
+from refq.quant.fake_f32 import log2_fake_quant_f32, uniform_fake_quant_f32
 from refq.quant.log2 import neg_log2, validate_probabilities
 from refq.quant.params import QParams, broadcast_params, normalize_axis, validate_bits, validate_float_array
 from refq.quant.uniform import compute_dtype
+
+
+def fake_quant_plain(x: np.ndarray, params: QParams) -> tuple[np.ndarray, np.ndarray]:
+    """(x_hat, STE mask) of uniform fake quantization in plain NumPy: the definition, any dtype and layout."""
+    fn = "fake_quant"
+    validate_float_array(x, "x", fn)
+    scale, zero = broadcast_params(params, x.shape, fn)
+    ct = compute_dtype(x)
+    with np.errstate(over="ignore"):
+        shifted = np.round(x.astype(ct, copy=False) / scale.astype(ct)) + zero.astype(ct)  # [...]
+    mask = (shifted >= params.qmin) & (shifted <= params.qmax)  # [...] bool, clamp inactive
+    q = np.clip(shifted, params.qmin, params.qmax)  # [...] integer-valued float
+    x_hat = (q - zero.astype(ct)) * scale.astype(ct)  # [...] same arithmetic as dequantize
+    return x_hat.astype(x.dtype), mask
+
+
+def log2_fake_quant_plain(a: np.ndarray, bits: int) -> tuple[np.ndarray, np.ndarray]:
+    """(a_hat, STE mask) of log2 fake quantization in plain NumPy (float64 log2): the definition."""
+    fn = "log2_fake_quant"
+    bits = validate_bits(bits, fn)
+    validate_probabilities(a, fn)
+    shift = np.round(neg_log2(a))  # [...] float64, inf at a = 0
+    mask = shift <= (1 << bits) - 1  # [...] bool, clamp inactive
+    q = np.clip(shift, 0, (1 << bits) - 1)  # [...]
+    return np.exp2(-q).astype(a.dtype), mask
 
 
 class FakeQuant(Function):
     """Uniform fake quantization with fixed QParams; STE gradient for x."""
 
     def forward(self, x, params):
-        fn = "fake_quant"
         if not isinstance(params, QParams):
-            raise ValueError(f"{fn}: params is a {type(params).__name__}, expected QParams")
-        validate_float_array(x, "x", fn)
-        scale, zero = broadcast_params(params, x.shape, fn)
-        ct = compute_dtype(x)
-        with np.errstate(over="ignore"):
-            shifted = np.round(x.astype(ct, copy=False) / scale.astype(ct)) + zero.astype(ct)  # [...]
-        self.mask = (shifted >= params.qmin) & (shifted <= params.qmax)  # [...] bool, clamp inactive
-        q = np.clip(shifted, params.qmin, params.qmax)  # [...] integer-valued float
-        x_hat = (q - zero.astype(ct)) * scale.astype(ct)  # [...] same arithmetic as dequantize
-        return x_hat.astype(x.dtype)
+            raise ValueError(f"fake_quant: params is a {type(params).__name__}, expected QParams")
+        if x.dtype == np.float32 and params.scale.size == 1 and params.granularity == "tensor":
+            x_hat, self.mask, bad = uniform_fake_quant_f32(x, params.scale.item(), params.zero.item(),
+                                                           params.qmin, params.qmax)  # one pass, same values
+            if not bad:
+                return x_hat
+        x_hat, self.mask = fake_quant_plain(x, params)  # also raises the errors for bad input
+        return x_hat
 
     def backward(self, g):
         return (g * self.mask,)
@@ -63,13 +89,13 @@ class Log2FakeQuant(Function):
     """Plain log2 fake quantization of probabilities; STE gradient for a."""
 
     def forward(self, a, bits):
-        fn = "log2_fake_quant"
-        bits = validate_bits(bits, fn)
-        validate_probabilities(a, fn)
-        shift = np.round(neg_log2(a))  # [...] float64, inf at a = 0
-        self.mask = shift <= (1 << bits) - 1  # [...] bool, clamp inactive
-        q = np.clip(shift, 0, (1 << bits) - 1)  # [...]
-        return np.exp2(-q).astype(a.dtype)
+        bits = validate_bits(bits, "log2_fake_quant")
+        if a.dtype == np.float32:
+            a_hat, self.mask, bad = log2_fake_quant_f32(a, bits)  # one pass, same values
+            if not bad:
+                return a_hat
+        a_hat, self.mask = log2_fake_quant_plain(a, bits)  # also raises the errors for bad input
+        return a_hat
 
     def backward(self, g):
         return (g * self.mask,)
