@@ -10,10 +10,11 @@ Uniform, per-tensor (scale s, zero point z, codes [qmin, qmax]), all in float32 
     shifted = rint(x / s) + z,   mask = qmin <= shifted <= qmax,   x_hat = (clip(shifted) - z) s
 
 Log2 (post-softmax probabilities a in [0, 1], b bits):  shift = round(-log2 a), computed exactly from
-the binary exponent: a = m 2^e with m in [1/2, 1) gives -log2 a = -e - log2 m with -log2 m in (0, 1],
-which rounds to 1 exactly when m < 2^(-1/2). No float32 m lies between 2^(-1/2) and its float64
-rounding, so the comparison is exact, and so is the plain form's float64 log2 after rounding (a
-float32 never comes within 1e-8 of a half-integer power of two). a = 0 has shift +inf.
+the float32 bit pattern: a = m 2^e with m in [1/2, 1) gives -log2 a = -e - log2 m with -log2 m in
+(0, 1], which rounds to 1 exactly when m < 2^(-1/2), i.e. when the 23 fraction bits are below
+(sqrt 2 - 1) 2^23. Subnormal a go through frexp. The plain form's float64 log2 agrees after rounding (a
+float32 never comes within 1e-8 of a half-integer power of two). a = 0 has shift +inf. The output
+2^-q is also written as a bit pattern, so the loop is integer arithmetic only.
 
     mask = shift <= 2^b - 1,   a_hat = 2^-min(shift, 2^b - 1)
 
@@ -28,6 +29,11 @@ import numpy as np
 from numba import njit
 
 _SQRT_HALF = math.sqrt(0.5)  # float64 2^(-1/2)
+# m = (1 + frac / 2^23) / 2 < 2^(-1/2)  <=>  frac < (sqrt 2 - 1) 2^23 = 3474675.2
+_FRAC_BELOW_SQRT_HALF = 3474675
+_ONE_BITS = 0x3F800000  # bit pattern of float32 1.0; a in [0, 1] <=> 0 <= bits <= this
+_NEG_ZERO = -(1 << 31)  # bit pattern of -0.0 as an int32
+_NAN_BITS = 0x7FC00000
 
 
 @njit(cache=True)
@@ -48,23 +54,33 @@ def _uniform(x, s, z, lo, hi, out, mask):
 @njit(cache=True)
 def _log2(a, top, out, mask):
     """Log2 fake quantization of flat float32 probabilities; returns how many are not finite or not in [0, 1]."""
+    bits_in, bits_out = a.view(np.int32), out.view(np.int32)
     bad = 0
     for i in range(a.size):
-        v = np.float64(a[i])
-        if not (0.0 <= v <= 1.0):  # also NaN
+        b = bits_in[i]
+        if b == _NEG_ZERO:
+            b = 0
+        if b < 0 or b > _ONE_BITS:  # negative, > 1, inf or NaN
             bad += 1
             mask[i] = False
-            out[i] = np.float32(np.nan)
+            bits_out[i] = _NAN_BITS
             continue
-        if v == 0.0:
-            mask[i] = False
-            shift = top
-        else:
-            m, e = math.frexp(v)  # v = m 2^e, 0.5 <= m < 1
+        expo, frac = b >> 23, b & 0x7FFFFF  # a = 1.frac 2^(expo - 127) = m 2^e, m = 1.frac / 2, e = expo - 126
+        if expo > 0:
+            shift = 126 - expo + (1 if frac <= _FRAC_BELOW_SQRT_HALF else 0)
+        elif frac > 0:  # subnormal: frexp normalises it
+            m, e = math.frexp(np.float64(a[i]))
             shift = -e + (1 if m < _SQRT_HALF else 0)
-            mask[i] = shift <= top
-            shift = min(shift, top)
-        out[i] = np.float32(math.ldexp(1.0, -shift))
+        else:  # a = 0: shift = +inf
+            shift = top + 1
+        mask[i] = shift <= top
+        q = min(shift, top)
+        if q <= 126:  # 2^-q as float32 bits: normal, subnormal, or 0 (2^-150 rounds to even, 0)
+            bits_out[i] = (127 - q) << 23
+        elif q <= 149:
+            bits_out[i] = 1 << (149 - q)
+        else:
+            bits_out[i] = 0
     return bad
 
 

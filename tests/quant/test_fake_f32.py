@@ -47,7 +47,7 @@ def test_log2_equals_plain(raw, bits):
 def test_log2_at_boundaries_and_near_half_powers():
     half_powers = np.float32(2.0) ** -(np.arange(0, 20) + np.float32(0.5))  # nearest float32 to 2^-(k + 1/2)
     a = np.concatenate([half_powers, np.nextafter(half_powers, 0), np.nextafter(half_powers, 1),
-                        np.array([0.0, 1.0, 0.5, 0.25, 1e-45, 1e-38, 0.7071067], np.float32)]).astype(np.float32)
+                        np.array([0.0, -0.0, 1.0, 0.5, 0.25, 1e-45, 1e-38, 0.7071067], np.float32)]).astype(np.float32)
     for bits in (2, 3, 4, 8):
         np.testing.assert_array_equal(log2_fake_quant_f32(a, bits)[0], log2_fake_quant_plain(a, bits)[0])
         np.testing.assert_array_equal(log2_fake_quant_f32(a, bits)[1], log2_fake_quant_plain(a, bits)[1])
