@@ -142,10 +142,16 @@ def integer_accumulate(qx: np.ndarray, zx: int, qw: np.ndarray, zw: np.ndarray, 
 
 
 @njit(cache=True, parallel=True)
-def _zero_point_dequant(raw, row_x, zx, zw, row_w, k, sx, sw, bias, has_bias, out):
+def _zero_point_dequant(raw, row_x, zw, col, sx, sw, bias, has_bias, out):
+    """out[m, n] = float32(float64(raw - row_x[m] zw[n] + col[n]) sx sw[n] (+ bias[n])), bracket in int32.
+
+    int32 arithmetic wraps modulo 2^32, so the bracket is exact whenever its true value fits in int32
+    (the wrapper checks K for that), and int32 -> float64 conversion vectorises where int64 would not.
+    """
     for m in prange(raw.shape[0]):
+        r = row_x[m]
         for n in range(raw.shape[1]):
-            acc = np.int64(raw[m, n]) - row_x[m] * zw[n] - zx * row_w[n] + k * zx * zw[n]
+            acc = np.int32(np.int32(raw[m, n] - np.int32(r * zw[n])) + col[n])
             y = np.float64(acc) * sx * np.float64(sw[n])
             if has_bias:
                 y = y + np.float64(bias[n])
@@ -158,14 +164,18 @@ def zero_point_dequant(raw: np.ndarray, row_x: np.ndarray, zx: int, zw: np.ndarr
 
     raw: int32 [M, N] = sum_k qx qw (the kernel GEMM); row_x [M], row_w [N]: row sums of the codes; k = K;
     the scales are float32, as in the epilogue.
-    The bracket is `integer_accumulate` (exact, int64) and the rest `dequant_epilogue` (float64, rounded
-    once to float32), fused into one pass over [M, N].
+    The bracket is `integer_accumulate` (exact) and the rest `dequant_epilogue` (float64, rounded once to
+    float32), fused into one pass over [M, N]. The bracket equals sum_k (qx - z_x)(qw - z_w[n]), at most
+    255 * 255 * K in size, so K <= 33025 keeps it in int32 (ValueError beyond).
     """
+    if 255 * 255 * k >= 2 ** 31:
+        raise ValueError(f"zero_point_dequant: K={k} can overflow the int32 bracket (K <= 33025)")
     out = np.empty(raw.shape, np.float32)  # [M, N]
     zw = np.asarray(zw, np.int64).reshape(-1)  # [N]
     sw = np.asarray(sw, np.float32).reshape(-1)  # [N]
+    col = (k * np.int64(zx) * zw - np.int64(zx) * np.asarray(row_w, np.int64)).astype(np.int32)  # [N], wraps
     has_bias = bias is not None
-    _zero_point_dequant(raw, np.asarray(row_x, np.int64), np.int64(zx), zw, np.asarray(row_w, np.int64), np.int64(k),
+    _zero_point_dequant(raw, np.asarray(row_x, np.int64).astype(np.int32), zw.astype(np.int32), col,
                         np.float64(np.float32(sx)), sw, np.asarray(bias, np.float32) if has_bias else sw, has_bias, out)
     return out
 

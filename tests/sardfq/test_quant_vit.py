@@ -117,3 +117,12 @@ def test_quantization_switches_restore_the_fp_model(model):
 def test_bad_bits_are_rejected():
     with pytest.raises(ValueError, match="wbits=1"):
         QuantOps(1, 4)
+
+
+def test_zero_point_dequant_refuses_a_k_that_could_overflow_int32():
+    import pytest
+
+    z = np.zeros((1, 1), np.int32)
+    with pytest.raises(ValueError, match="K=33026"):
+        zero_point_dequant(z, np.zeros(1), 0, np.zeros(1), np.zeros(1), 33026, 1.0, np.ones(1, np.float32))
+    assert zero_point_dequant(z, np.zeros(1), 0, np.zeros(1), np.zeros(1), 33025, 1.0, np.ones(1, np.float32)).shape == (1, 1)
