@@ -226,7 +226,8 @@ class Function:
     """One differentiable operation. Subclasses implement `forward` and `backward`.
 
     `forward` receives plain ndarrays (Tensor inputs unwrapped) and keyword
-    arguments; it stores on `self` only what `backward` needs. `backward`
+    arguments; it stores on `self` only what `backward` needs (nothing when
+    `self.needs_grad` is False: no_grad mode or no input requiring grad). `backward`
     receives d(loss)/d(output) and returns one gradient (or None) per
     Tensor input, each with that input's shape.
     """
@@ -249,8 +250,9 @@ class Function:
         ctx = cls()
         for x in inputs:
             assert isinstance(x, Tensor), f"{cls.__name__}.apply: positional inputs must be Tensors, got {type(x).__name__}"
+        ctx.needs_grad = _GradMode.enabled and any(x.requires_grad for x in inputs)  # forward may skip its saves
         out = Tensor(ctx.forward(*[x.data for x in inputs], **kwargs))
-        if _GradMode.enabled and any(x.requires_grad for x in inputs):
+        if ctx.needs_grad:
             ctx.parents = inputs
             out.requires_grad = True
             out._ctx = ctx

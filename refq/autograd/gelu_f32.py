@@ -54,20 +54,33 @@ def _gelu(x, e, out, cdf, pdf):
 
 
 @njit(cache=True, fastmath=_FAST)
+def _gelu_value(x, e, out):
+    """out = x Phi(x) only (inference: nothing saved for a backward pass)."""
+    for i in range(x.size):
+        v = x[i]
+        t = _ONE / (_ONE + _P * (abs(v) * _INV_SQRT2))
+        half_erfc = _HALF * t * (_A1 + t * (_A2 + t * (_A3 + t * (_A4 + t * _A5)))) * e[i]
+        out[i] = v * (_ONE - half_erfc if v >= 0 else half_erfc)
+
+
+@njit(cache=True, fastmath=_FAST)
 def _gelu_grad(g, x, cdf, pdf, out):
     """out = g (Phi(x) + x phi(x)) over flat float32 arrays."""
     for i in range(x.size):
         out[i] = g[i] * (cdf[i] + x[i] * pdf[i])
 
 
-def gelu_f32(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(x Phi(x), Phi(x), phi(x)) of a float32 array: float32 arrays of x's shape."""
+def gelu_f32(x: np.ndarray, save: bool = True):
+    """(x Phi(x), Phi(x), phi(x)) of a float32 array: float32 arrays of x's shape; only x Phi(x) if not save."""
     if x.dtype != np.float32:
         raise ValueError(f"gelu_f32: x has dtype {x.dtype}, expected float32")
     flat = np.ascontiguousarray(x).reshape(-1)
     e = flat * flat  # [n] x^2
     e *= np.float32(-0.5)
     np.exp(e, out=e)  # exp(-x^2 / 2) by NumPy's SIMD exp; the kernel's own loop then vectorises too
+    if not save:
+        _gelu_value(flat, e, e)  # in place over e: element i is read before it is written
+        return e.reshape(x.shape)
     out, cdf, pdf = np.empty_like(flat), np.empty_like(flat), np.empty_like(flat)
     _gelu(flat, e, out, cdf, pdf)
     return out.reshape(x.shape), cdf.reshape(x.shape), pdf.reshape(x.shape)

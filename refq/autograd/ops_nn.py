@@ -48,6 +48,8 @@ class Gelu(Function):
     def forward(self, x):
         self.x = x
         if x.dtype == np.float32:
+            if not self.needs_grad:
+                return gelu_f32(x, save=False)
             y, self.cdf, self.pdf = gelu_f32(x)
             return y
         self.cdf = 0.5 * (1.0 + erf(x * _INV_SQRT2))  # Phi(x)

@@ -71,3 +71,14 @@ def test_wrong_dtype_or_shapes_raise():
     z = np.zeros(3, np.float32)
     with pytest.raises(ValueError, match="one shape"):
         gelu_grad_f32(z, z, z, np.zeros(4, np.float32))
+
+
+def test_inference_form_saves_nothing_and_gives_the_same_values():
+    from refq.autograd import no_grad
+
+    x = np.linspace(-5, 5, 101, dtype=np.float32).reshape(1, 101)
+    y = gelu_f32(x)[0]
+    np.testing.assert_array_equal(gelu_f32(x, save=False), y)
+    with no_grad():
+        np.testing.assert_array_equal(F.gelu(Tensor(x, requires_grad=True)).data, y)
+    np.testing.assert_array_equal(F.gelu(Tensor(x)).data, y)  # no input requires grad
