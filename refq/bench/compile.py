@@ -11,7 +11,7 @@ new empty folder: `cold` = import + first call of every kernel with nothing cach
 `warm` = the same in a second process that finds the cache. Kernels: int8 and int4 GEMMs (the AVX2
 path where available, else the tiled one, plus the tiled and plain ones), the dequant epilogue, per-token
 activation quantization, the quantized ViT's zero-point epilogue, the CTC loss and gradient (serial
-and parallel), the CTC scores of lexicon words, the float32 fake quantizers, and the float32 GELU
+and parallel), the CTC scores of lexicon words, the float32 activation quantizers, and the float32 GELU
 forward and backward. The LLVM-IR AVX2 micro-kernel is built at import in both cases (it is not cached).
 
 References: Numba documentation, "Notes on caching"; refq issue on performance (compile-time target).
@@ -37,7 +37,7 @@ from refq.quant.int4 import pack_int4
 from refq.sardfq.quant_vit import zero_point_dequant
 from refq.spotter.ctc import ctc_log_likelihoods, ctc_loss_and_grad
 from refq.autograd.gelu_f32 import gelu_f32, gelu_grad_f32
-from refq.quant.fake_f32 import log2_fake_quant_f32, uniform_fake_quant_f32
+from refq.quant.fake_f32 import log2_fake_quant_f32, quantize_rows_f32, uniform_fake_quant_f32
 t1 = time.perf_counter()
 times = {}
 rng = np.random.default_rng(0)
@@ -61,8 +61,9 @@ calls = {
                                                             parallel=True),
     "ctc_log_likelihoods": lambda: ctc_log_likelihoods(np.log(np.full((6, 4), 0.25)), np.array([1, 2, 3]),
                                                        np.array([2, 1])),
-    "fake_quant_f32 (uniform, log2)": lambda: (uniform_fake_quant_f32(np.ones(8, np.float32), 0.5, 0, -8, 7),
-                                               log2_fake_quant_f32(np.full(8, 0.3, np.float32), 4)),
+    "quantizers_f32 (fake, log2, codes)": lambda: (uniform_fake_quant_f32(np.ones(8, np.float32), 0.5, 0, -8, 7),
+                                                   log2_fake_quant_f32(np.full(8, 0.3, np.float32), 4),
+                                                   quantize_rows_f32(np.ones((2, 4), np.float32), 0.5, 0, -8, 7)),
     "gelu_f32 (+ grad)": lambda: gelu_grad_f32(np.ones(8, np.float32), np.ones(8, np.float32),
                                                *gelu_f32(np.ones(8, np.float32))[1:]),
 }
@@ -102,10 +103,10 @@ def run(args) -> dict:
 def format_table(result: dict) -> str:
     cold, warm = result["cold"], result["warm"]
     lines = [f"machine: {describe_machine(result['machine'])}",
-             f"{'kernel':30s} {'cold s':>8s} {'warm s':>8s}",
-             f"{'import refq kernels':30s} {cold['import_s']:8.2f} {warm['import_s']:8.2f}"]
+             f"{'kernel':34s} {'cold s':>8s} {'warm s':>8s}",
+             f"{'import refq kernels':34s} {cold['import_s']:8.2f} {warm['import_s']:8.2f}"]
     for name in cold["first_calls_s"]:
-        lines.append(f"{name:30s} {cold['first_calls_s'][name]:8.2f} {warm['first_calls_s'][name]:8.2f}")
-    lines.append(f"{'total (import + first calls)':30s} {cold['total_s']:8.2f} {warm['total_s']:8.2f}")
+        lines.append(f"{name:34s} {cold['first_calls_s'][name]:8.2f} {warm['first_calls_s'][name]:8.2f}")
+    lines.append(f"{'total (import + first calls)':34s} {cold['total_s']:8.2f} {warm['total_s']:8.2f}")
     lines.append("cold: empty NUMBA_CACHE_DIR (full compilation); warm: a second process finding the cache.")
     return "\n".join(lines)

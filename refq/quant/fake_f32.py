@@ -1,4 +1,4 @@
-"""One-pass Numba forms of the two fake quantizers on float32 activations (the hot path of SARDFQ).
+"""One-pass Numba forms of the quantizers on float32 activations (the hot path of SARDFQ's quantized ViT).
 
 The plain NumPy forms in refq.quant.fake take about ten passes over an activation (validation, divide,
 round, add, compare twice, clip, subtract, multiply, cast; log2 in float64 for attention). These
@@ -8,6 +8,8 @@ form would reject so that the caller can raise its error (tests/quant/test_fake_
 Uniform, per-tensor (scale s, zero point z, codes [qmin, qmax]), all in float32 like the plain form:
 
     shifted = rint(x / s) + z,   mask = qmin <= shifted <= qmax,   x_hat = (clip(shifted) - z) s
+
+and, for the integer linear layers, the int8 codes clip(shifted) themselves with their row sums.
 
 Log2 (post-softmax probabilities a in [0, 1], b bits):  shift = round(-log2 a), computed exactly from
 the float32 bit pattern: a = m 2^e with m in [1/2, 1) gives -log2 a = -e - log2 m with -log2 m in
@@ -52,6 +54,25 @@ def _uniform(x, s, z, lo, hi, out, mask):
 
 
 @njit(cache=True)
+def _codes(x, s, z, lo, hi, codes, row_sums):
+    """int8 codes clip(rint(x / s) + z) of float32 x [M, K] and their row sums; returns the non-finite count."""
+    bad = 0
+    for m in range(x.shape[0]):
+        total = 0
+        for k in range(x.shape[1]):
+            v = x[m, k]
+            if not np.isfinite(v):
+                bad += 1
+                v = np.float32(0.0)
+            shifted = np.rint(v / s) + z
+            q = np.int8(lo if shifted < lo else (hi if shifted > hi else shifted))
+            codes[m, k] = q
+            total += q
+        row_sums[m] = total
+    return bad
+
+
+@njit(cache=True)
 def _log2(a, top, out, mask):
     """Log2 fake quantization of flat float32 probabilities; returns how many are not finite or not in [0, 1]."""
     bits_in, bits_out = a.view(np.int32), out.view(np.int32)
@@ -91,6 +112,17 @@ def uniform_fake_quant_f32(x: np.ndarray, scale: float, zero: float, lo: int, hi
     out, mask = np.empty_like(flat), np.empty(flat.shape, np.bool_)
     bad = _uniform(flat, np.float32(scale), np.float32(zero), np.float32(lo), np.float32(hi), out, mask)
     return out.reshape(x.shape), mask.reshape(x.shape), int(bad)
+
+
+def quantize_rows_f32(x: np.ndarray, scale: float, zero: float, lo: int, hi: int):
+    """(int8 codes [M, K], int64 row sums [M], number of non-finite inputs) of per-tensor uniform quantization
+    of float32 x [M, K]: the codes of refq.quant.uniform.quantize, with the row sums the integer GEMM's
+    zero-point correction needs, in one pass."""
+    assert x.dtype == np.float32 and x.ndim == 2
+    x = np.ascontiguousarray(x)
+    codes, row_sums = np.empty(x.shape, np.int8), np.empty(x.shape[0], np.int64)
+    bad = _codes(x, np.float32(scale), np.float32(zero), np.float32(lo), np.float32(hi), codes, row_sums)
+    return codes, row_sums, int(bad)
 
 
 def log2_fake_quant_f32(a: np.ndarray, bits: int):

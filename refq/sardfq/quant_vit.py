@@ -47,6 +47,7 @@ from refq.kernels import gemm_int4, gemm_int8
 from refq.models import vit
 from refq.quant import (ACTIVATION_PERCENTILES, WEIGHT_PERCENTILES, QParams, fake_quant, fit_mse, log2_fake_quant,
                         quantize)
+from refq.quant.fake_f32 import quantize_rows_f32
 from refq.quant.int4 import pack_int4
 
 PATCH_INPUT = "patch_embed.proj.in"
@@ -110,10 +111,12 @@ class QuantOps(vit.LayerOps):
         ba = None if b is None else np.asarray(b.data if isinstance(b, Tensor) else b, np.float32)
         ap, wp = self.act[name + ".in"], self.weights[name]
         x2 = np.ascontiguousarray(xa.reshape(-1, xa.shape[-1]), dtype=np.float32)  # [..., K] -> [M, K]
-        qx = quantize(x2, ap)  # int8 [M, K]
+        qx, row_x, bad = quantize_rows_f32(x2, ap.scale.item(), ap.zero.item(), ap.qmin, ap.qmax)  # [M, K], [M]
+        if bad:
+            quantize(x2, ap)  # raises the plain quantizer's error for non-finite input
         qw, packed, row_w = self._weight_codes(name, wa, wp)  # int8 [N, K], packed int4 or None, int64 [N]
         raw = gemm_int4(qx, packed, qx.shape[1]) if packed is not None else gemm_int8(qx, qw)  # [M, N] int32
-        y = zero_point_dequant(raw, qx.sum(axis=1, dtype=np.int64), int(ap.zero), wp.zero, row_w, qx.shape[1],
+        y = zero_point_dequant(raw, row_x, int(ap.zero), wp.zero, row_w, qx.shape[1],
                                float(ap.scale), wp.scale, ba)  # [M, N] float32
         return Tensor(y.reshape(xa.shape[:-1] + (wa.shape[0],)))  # -> [..., N]
 

@@ -69,3 +69,20 @@ def test_inputs_are_not_modified():
     uniform_fake_quant_f32(x.T, 0.25, 1, -8, 7)
     log2_fake_quant_f32(np.abs(x) / 2, 4)
     np.testing.assert_array_equal(x, keep)
+
+
+@settings(deadline=None, max_examples=60)
+@given(arrays(np.float32, shapes, elements=st.floats(-1e4, 1e4, width=32)),
+       st.floats(1 / 8192, 50.0, width=32), st.integers(2, 8), st.data())
+def test_codes_and_row_sums_equal_the_plain_quantizer(x, scale, bits, data):
+    from refq.quant.fake_f32 import quantize_rows_f32
+    from refq.quant.uniform import quantize
+
+    zero = data.draw(st.integers(qmin(bits), qmax(bits)))
+    params = QParams(np.array(scale, np.float32), np.array(zero, np.int32), bits, symmetric=zero == 0)
+    codes, rows, bad = quantize_rows_f32(x, scale, zero, qmin(bits), qmax(bits))
+    want = quantize(x, params)
+    assert bad == 0 and codes.dtype == np.int8 and rows.dtype == np.int64
+    np.testing.assert_array_equal(codes, want)
+    np.testing.assert_array_equal(rows, want.sum(axis=1, dtype=np.int64))
+    assert quantize_rows_f32(np.array([[1.0, np.inf]], np.float32), scale, zero, qmin(bits), qmax(bits))[2] == 1
