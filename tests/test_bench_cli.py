@@ -7,7 +7,7 @@ import pytest
 
 from refq.cli import main
 
-FIELDS = {"m", "n", "k", "repeat", "pause_s", "kernel", "numpy_f32_gflops", "int8_gops", "int4_gops", "int8_vs_numpy",
+FIELDS = {"m", "n", "k", "repeat", "pause_s", "burst", "kernel", "numpy_f32_gflops", "int8_gops", "int4_gops", "int8_vs_numpy",
           "int4_vs_numpy", "int4_vs_int8", "exact_int8", "exact_int4", "exact", "machine"}
 
 
@@ -60,8 +60,13 @@ def test_interleaved_times_sleeps_before_every_call(monkeypatch):
     monkeypatch.setattr(bench.time, "sleep", lambda s: events.append(("sleep", s)))
     t = bench.interleaved_times({"a": lambda: events.append("a"), "b": lambda: events.append("b")}, 2, pause=0.05)
     assert events == [("sleep", 0.05), "a", ("sleep", 0.05), "b"] * 2 and t["a"].shape == t["b"].shape == (2,)
+    events.clear()
+    t = bench.interleaved_times({"a": lambda: events.append("a"), "b": lambda: events.append("b")}, 1, 0.05, burst=3)
+    assert events == [("sleep", 0.05), "a", "a", "a", ("sleep", 0.05), "b", "b", "b"] and t["a"].shape == (3,)
     with pytest.raises(ValueError, match="pause=-1"):
         bench.interleaved_times({"a": lambda: None}, 1, pause=-1)
+    with pytest.raises(ValueError, match="burst=0"):
+        bench.interleaved_times({"a": lambda: None}, 1, burst=0)
 
 
 def test_bench_compile_warm_cache_skips_compilation(capsys, tmp_path):

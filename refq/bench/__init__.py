@@ -39,24 +39,28 @@ def describe_machine(info: dict) -> str:
             f"numpy {info['numpy']}, numba {info['numba']}")
 
 
-def interleaved_times(functions: dict, repeat: int, pause: float = 0.0) -> dict:
-    """Wall times (s) of each zero-argument function over `repeat` interleaved rounds: {name: float64 [repeat]}.
+def interleaved_times(functions: dict, repeat: int, pause: float = 0.0, burst: int = 1) -> dict:
+    """Wall times (s) of each zero-argument function over `repeat` interleaved rounds: {name: float64 [repeat * burst]}.
 
     Interleaving (a, b, a, b, ...) lets every contender see the same machine load on a shared machine.
-    `pause` seconds of sleep before every timed call let the worker threads of the previous contender
-    stop spinning (OpenBLAS and OpenMP pools busy-wait for a while after a parallel call), so that
-    multi-threaded contenders do not steal each other's cores; the sleep is not timed.
+    In each round a contender gets `burst` timed calls in a row, after `pause` seconds of (untimed)
+    sleep: the sleep lets the worker threads of the previous contender stop spinning (OpenBLAS and
+    OpenMP pools busy-wait for a while after a parallel call), and the calls after the first of a burst
+    run on warm caches and clocks, so that best-of-N compares each contender at its best.
     """
     import numpy as np
 
     if pause < 0:
         raise ValueError(f"interleaved_times: pause={pause} must be >= 0 seconds")
+    if burst < 1:
+        raise ValueError(f"interleaved_times: burst={burst} must be >= 1")
     times = {name: [] for name in functions}
     for _ in range(repeat):
         for name, fn in functions.items():
             if pause:
                 time.sleep(pause)
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
+            for _ in range(burst):
+                start = time.perf_counter()
+                fn()
+                times[name].append(time.perf_counter() - start)
     return {name: np.asarray(t) for name, t in times.items()}

@@ -9,9 +9,9 @@ For each shape M x N x K (C = A @ B.T, A [M, K], B [N, K]) it reports, counting 
 * `exact`: both kernel results equal the int64 NumPy twins (gemm_int8_ref, gemm_int4_ref).
 
 Timing. Each function is called once untimed (Numba compilation, BLAS thread start-up), then the three
-are timed in turn, round after round, and the best of `repeat` rounds is kept. Before every timed call
-the benchmark sleeps --pause seconds (untimed), so that the previous contender's threads have stopped
-spinning. Interleaving and best-of-N make the ratios meaningful on a shared, noisy machine, where
+take turns, round after round: each turn sleeps --pause seconds (untimed, so that the previous
+contender's threads have stopped spinning), then times --burst calls in a row; the best of all timed
+calls is kept. Interleaving and best-of-N make the ratios meaningful on a shared, noisy machine, where
 absolute numbers are not.
 
 Inputs are uniform random codes (int8 in [-128, 127], int4 in [-8, 7]) from a seeded Generator.
@@ -44,9 +44,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--repeat", type=int, default=5, help="timed rounds; the best is reported (default 5)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random inputs")
     parser.add_argument("--pause", type=float, default=0.2,
-                        help="seconds of (untimed) sleep before every timed call, so that the threads of the "
-                             "previous contender (OpenBLAS, Numba) are idle again; matters with 2+ threads "
+                        help="seconds of (untimed) sleep before each contender's turn, so that the threads of "
+                             "the previous contender (OpenBLAS, Numba) are idle again; matters with 2+ threads "
                              "(default 0.2)")
+    parser.add_argument("--burst", type=int, default=3,
+                        help="timed calls in a row per turn (the first absorbs the wake-up; default 3)")
     parser.add_argument("--kernel", choices=KERNELS, default="auto",
                         help="auto: what refq.kernels.gemm_int8/gemm_int4 pick (avx2 where available); "
                              "tiled: the portable plain-Numba kernels; avx2: the vpmaddwd kernels")
@@ -75,9 +77,9 @@ def shapes_from_args(args) -> list[tuple[int, int, int]]:
     return shapes
 
 
-def best_of(functions: dict, repeat: int, pause: float = 0.0) -> dict:
-    """Best wall time (s) of each zero-argument function over `repeat` interleaved rounds."""
-    return {name: float(t.min()) for name, t in interleaved_times(functions, repeat, pause).items()}
+def best_of(functions: dict, repeat: int, pause: float = 0.0, burst: int = 1) -> dict:
+    """Best wall time (s) of each zero-argument function over `repeat` interleaved rounds of `burst` calls."""
+    return {name: float(t.min()) for name, t in interleaved_times(functions, repeat, pause, burst).items()}
 
 
 def kernel_functions(kernel: str):
@@ -94,7 +96,7 @@ def kernel_functions(kernel: str):
 
 
 def bench_shape(m: int, n: int, k: int, repeat: int, rng: np.random.Generator, kernel: str = "auto",
-                log=None, pause: float = 0.0) -> dict:
+                log=None, pause: float = 0.0, burst: int = 1) -> dict:
     """Time NumPy float32, int8 and int4 GEMMs on one random M x N x K problem; check exactness."""
     from refq.kernels import gemm_int4_ref, gemm_int8_ref
     from refq.quant.int4 import pack_int4
@@ -108,7 +110,7 @@ def bench_shape(m: int, n: int, k: int, repeat: int, rng: np.random.Generator, k
     functions = {"numpy_f32": lambda: a_f32 @ b_f32.T, "int8": lambda: gemm_int8(a, b8),
                  "int4": lambda: gemm_int4(a, b4, k)}
     results = {name: fn() for name, fn in functions.items()}  # warm-up: compile, start BLAS threads
-    best = best_of(functions, repeat, pause)
+    best = best_of(functions, repeat, pause, burst)
     if log:
         log(f"{m}x{n}x{k}: checking against the int64 NumPy reference")
     exact_int8 = bool(np.array_equal(results["int8"], gemm_int8_ref(a, b8)))
@@ -116,7 +118,7 @@ def bench_shape(m: int, n: int, k: int, repeat: int, rng: np.random.Generator, k
     ops = 2.0 * m * n * k
     rate = {name: ops / t / 1e9 for name, t in best.items()}
     return {
-        "m": m, "n": n, "k": k, "repeat": repeat, "pause_s": pause, "kernel": name,
+        "m": m, "n": n, "k": k, "repeat": repeat, "pause_s": pause, "burst": burst, "kernel": name,
         "numpy_f32_gflops": rate["numpy_f32"], "int8_gops": rate["int8"], "int4_gops": rate["int4"],
         "int8_vs_numpy": best["numpy_f32"] / best["int8"], "int4_vs_numpy": best["numpy_f32"] / best["int4"],
         "int4_vs_int8": best["int8"] / best["int4"],
@@ -133,6 +135,8 @@ def run(args) -> list[dict]:
         raise ValueError(f"bench gemm: repeat={args.repeat}, expected >= 1")
     if args.pause < 0:
         raise ValueError(f"bench gemm: pause={args.pause}, expected >= 0 seconds")
+    if args.burst < 1:
+        raise ValueError(f"bench gemm: burst={args.burst}, expected >= 1")
     kernel_functions(args.kernel)  # fail early on --kernel avx2 without AVX2
     info = machine_info()
     rng = np.random.default_rng(args.seed)
@@ -144,7 +148,8 @@ def run(args) -> list[dict]:
     records = []
     for i, (m, n, k) in enumerate(shapes):
         log(f"[{i + 1}/{len(shapes)}] {m}x{n}x{k}: timing {args.repeat} rounds")
-        records.append(dict(bench_shape(m, n, k, args.repeat, rng, args.kernel, log, args.pause), machine=info))
+        records.append(dict(bench_shape(m, n, k, args.repeat, rng, args.kernel, log, args.pause, args.burst),
+                            machine=info))
     return records
 
 
