@@ -7,8 +7,9 @@ from hypothesis.extra.numpy import arrays
 
 from refq.autograd import Tensor
 from refq.quant.fake import fake_quant, fake_quant_plain, log2_fake_quant, log2_fake_quant_plain
-from refq.quant.fake_f32 import log2_fake_quant_f32, uniform_fake_quant_f32
+from refq.quant.fake_f32 import log2_fake_quant_f32, quantize_rows_f32, uniform_fake_quant_f32
 from refq.quant.params import QParams, qmax, qmin
+from refq.quant.uniform import quantize
 
 shapes = st.tuples(st.integers(1, 4), st.integers(1, 33))
 
@@ -16,7 +17,7 @@ shapes = st.tuples(st.integers(1, 4), st.integers(1, 33))
 @settings(deadline=None, max_examples=80)
 @given(arrays(np.float32, shapes, elements=st.floats(-1e4, 1e4, width=32)),
        st.floats(1 / 8192, 50.0, width=32), st.integers(2, 8), st.data())
-def test_uniform_equals_plain(x, scale, bits, data):
+def test_uniform_and_codes_equal_plain(x, scale, bits, data):
     zero = data.draw(st.integers(qmin(bits), qmax(bits)))
     params = QParams(np.array(scale, np.float32), np.array(zero, np.int32), bits, symmetric=zero == 0)
     want, want_mask = fake_quant_plain(x, params)
@@ -25,6 +26,12 @@ def test_uniform_equals_plain(x, scale, bits, data):
     np.testing.assert_array_equal(got, want)
     np.testing.assert_array_equal(mask, want_mask)
     np.testing.assert_array_equal(fake_quant(Tensor(x), params).data, want)  # the autograd op takes this path
+    codes, rows, bad = quantize_rows_f32(x, scale, zero, qmin(bits), qmax(bits))  # the integer path's codes
+    want_codes = quantize(x, params)
+    assert bad == 0 and codes.dtype == np.int8 and rows.dtype == np.int64
+    np.testing.assert_array_equal(codes, want_codes)
+    np.testing.assert_array_equal(rows, want_codes.sum(axis=1, dtype=np.int64))
+    assert quantize_rows_f32(np.array([[1.0, np.inf]], np.float32), scale, zero, qmin(bits), qmax(bits))[2] == 1
 
 
 def _probabilities(bits_of_float: np.ndarray) -> np.ndarray:
@@ -70,19 +77,3 @@ def test_inputs_are_not_modified():
     log2_fake_quant_f32(np.abs(x) / 2, 4)
     np.testing.assert_array_equal(x, keep)
 
-
-@settings(deadline=None, max_examples=60)
-@given(arrays(np.float32, shapes, elements=st.floats(-1e4, 1e4, width=32)),
-       st.floats(1 / 8192, 50.0, width=32), st.integers(2, 8), st.data())
-def test_codes_and_row_sums_equal_the_plain_quantizer(x, scale, bits, data):
-    from refq.quant.fake_f32 import quantize_rows_f32
-    from refq.quant.uniform import quantize
-
-    zero = data.draw(st.integers(qmin(bits), qmax(bits)))
-    params = QParams(np.array(scale, np.float32), np.array(zero, np.int32), bits, symmetric=zero == 0)
-    codes, rows, bad = quantize_rows_f32(x, scale, zero, qmin(bits), qmax(bits))
-    want = quantize(x, params)
-    assert bad == 0 and codes.dtype == np.int8 and rows.dtype == np.int64
-    np.testing.assert_array_equal(codes, want)
-    np.testing.assert_array_equal(rows, want.sum(axis=1, dtype=np.int64))
-    assert quantize_rows_f32(np.array([[1.0, np.inf]], np.float32), scale, zero, qmin(bits), qmax(bits))[2] == 1
