@@ -1,7 +1,8 @@
 """Activations, softmax and normalization layers with hand-derived backward passes.
 
   relu(x)     = max(x, 0)                  relu'   = [x > 0]
-  gelu(x)     = x Phi(x) (erf; float32: erfc polynomial)      gelu'   = Phi(x) + x phi(x)        (Hendrycks & Gimpel 2016, Eq. 1)
+  gelu(x)     = x Phi(x) (erf)             gelu'   = Phi(x) + x phi(x)        (Hendrycks & Gimpel 2016, Eq. 1)
+                (float32: the erfc polynomial of refq.autograd.gelu_f32)
   silu(x)     = x s(x), s = sigmoid        silu'   = s (1 + x (1 - s))        (Elfwing et al. 2018)
   tanh'       = 1 - tanh^2                 sigmoid' = s (1 - s)
   softmax:      dx = y * (g - sum(g * y))                  along the softmax axis
@@ -46,10 +47,10 @@ class Gelu(Function):
     refq.autograd.gelu_f32 (erfc polynomial, |error| <= 1.5e-7, tested against this form)."""
 
     def forward(self, x):
+        if x.dtype == np.float32 and not self.needs_grad:
+            return gelu_f32(x, save=False)
         self.x = x
         if x.dtype == np.float32:
-            if not self.needs_grad:
-                return gelu_f32(x, save=False)
             y, self.cdf, self.pdf = gelu_f32(x)
             return y
         self.cdf = 0.5 * (1.0 + erf(x * _INV_SQRT2))  # Phi(x)

@@ -2,8 +2,9 @@
 
 The plain twin of refq.models.vit, the baseline of `refq bench autograd`: the same network (timm
 layout, patch embedding as a matmul over flattened patches, class token (and DeiT distillation
-token), learned position embedding, pre-norm blocks, LayerNorm with cfg.eps, GELU as in the autograd (float32: refq.autograd.gelu_f32), head
-on the class token, DeiT: mean of the two heads), the same parameter dict, but no Tensor and no
+token), learned position embedding, pre-norm blocks, LayerNorm with cfg.eps, GELU as in the autograd
+(float32: refq.autograd.gelu_f32), head on the class token, DeiT: mean of the two heads), the same
+parameter dict, but no Tensor and no
 graph: `forward` returns the logits and a cache of the activations the backward needs, and
 `backward` applies the chain rule layer by layer, in reverse, by hand. Arrays keep the dtype of the
 parameters and the input (float32 like the autograd path). Only full-precision ops (no LayerOps).

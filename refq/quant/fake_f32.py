@@ -39,16 +39,21 @@ _NAN_BITS = 0x7FC00000
 
 
 @njit(cache=True)
+def _round_clip(v, s, z, lo, hi):
+    """(shifted, clipped) = (rint(v / s) + z, clip(shifted, lo, hi)) of one float32 value, in float32."""
+    shifted = np.rint(v / s) + z
+    return shifted, (lo if shifted < lo else (hi if shifted > hi else shifted))
+
+
+@njit(cache=True)
 def _uniform(x, s, z, lo, hi, out, mask):
     """Per-tensor uniform fake quantization of flat float32 x; returns how many values are not finite."""
     bad = 0
     for i in range(x.size):
-        v = x[i]
-        if not np.isfinite(v):
+        if not np.isfinite(x[i]):
             bad += 1
-        shifted = np.rint(v / s) + z
+        shifted, q = _round_clip(x[i], s, z, lo, hi)
         mask[i] = lo <= shifted <= hi
-        q = lo if shifted < lo else (hi if shifted > hi else shifted)
         out[i] = (q - z) * s
     return bad
 
@@ -64,8 +69,7 @@ def _codes(x, s, z, lo, hi, codes, row_sums):
             if not np.isfinite(v):
                 bad += 1
                 v = np.float32(0.0)
-            shifted = np.rint(v / s) + z
-            q = np.int8(lo if shifted < lo else (hi if shifted > hi else shifted))
+            q = np.int8(_round_clip(v, s, z, lo, hi)[1])
             codes[m, k] = q
             total += q
         row_sums[m] = total

@@ -112,8 +112,9 @@ class QuantOps(vit.LayerOps):
         ap, wp = self.act[name + ".in"], self.weights[name]
         x2 = np.ascontiguousarray(xa.reshape(-1, xa.shape[-1]), dtype=np.float32)  # [..., K] -> [M, K]
         qx, row_x, bad = quantize_rows_f32(x2, ap.scale.item(), ap.zero.item(), ap.qmin, ap.qmax)  # [M, K], [M]
-        if bad:
-            quantize(x2, ap)  # raises the plain quantizer's error for non-finite input
+        if bad:  # non-finite input: the plain quantizer raises its error
+            qx = quantize(x2, ap)
+            row_x = qx.sum(axis=1, dtype=np.int64)
         qw, packed, row_w = self._weight_codes(name, wa, wp)  # int8 [N, K], packed int4 or None, int64 [N]
         raw = gemm_int4(qx, packed, qx.shape[1]) if packed is not None else gemm_int8(qx, qw)  # [M, N] int32
         y = zero_point_dequant(raw, row_x, int(ap.zero), wp.zero, row_w, qx.shape[1],

@@ -235,24 +235,23 @@ def main(argv=None) -> int:
         return 0
     eval_x, eval_y = pipeline.fashion_mnist(cfg, "test", args.data, args.limit)
     real_pool, _ = pipeline.fashion_mnist(cfg, "train", args.data)
-    model = model_fingerprint(params)
+    cache = ImageCache(params, cfg, sc, real_pool, args.cache)
     records = []
     if args.resume and args.out_json and Path(args.out_json).exists():
-        records = check_records(json.loads(Path(args.out_json).read_text())["records"], model, args.out_json)
+        records = check_records(json.loads(Path(args.out_json).read_text())["records"], cache.model, args.out_json)
     part_seconds = []
     for extra in args.records:
         known = {r["key"] for r in records}
         part = json.loads(Path(extra).read_text())
-        records += [r for r in check_records(part["records"], model, extra) if r["key"] not in known]
+        records += [r for r in check_records(part["records"], cache.model, extra) if r["key"] not in known]
         part_seconds.append(part.get("meta", {}).get("seconds", 0.0))
-    cache = ImageCache(params, cfg, sc, real_pool, args.cache)
     records = run_all(params, cfg, eval_x, eval_y, cache, args.seeds, args.recon_iters, records, args.out_json,
                       subset(args.subset))
     from refq.models.vit_train import accuracy
     fp_top1 = accuracy(params, cfg, eval_x, eval_y)
     meta = {"seeds": args.seeds, "n_eval": len(eval_y), "synth_iters": sc.rounds * sc.iters, "batch": sc.batch,
             "alpha1": sc.alpha1, "recon_iters": args.recon_iters, "seconds": time.time() - start,
-            "part_seconds": part_seconds, "model": model}
+            "part_seconds": part_seconds, "model": cache.model}
     md = to_markdown(records, fp_top1, meta)
     if args.out_md:
         Path(args.out_md).write_text(md)
