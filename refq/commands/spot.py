@@ -17,7 +17,7 @@
       Seeded training on a folder made by `refq spot synth`; progress to stderr (and --log).
   refq spot table --data DIR --joint CKPT --det CKPT --rec CKPT [--lstm CKPT] [--json] [--md FILE]
       The ablation: joint vs separate detection/recognition models, FCR vs BiLSTM, float vs int8.
-  refq spot synth --out DIR --n N --seed S [--fonts train|heldout] [--size 256] [--rgb]
+  refq spot synth --out DIR --n N --seed S [--fonts train|heldout] [--size 256] [--rgb] [--style P]
       Render a seeded synthetic dataset in the ICDAR 2015 layout (img_{i}.png, gt_img_{i}.txt).
 
 Predictions for `eval --pred` are a folder of ICDAR result files res_img_{i}.txt, or a JSON
@@ -51,6 +51,9 @@ def _synth_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=int, nargs="+", default=[256], metavar="PX",
                    help="image size: one value (square) or H W (default 256)")
     p.add_argument("--rgb", action="store_true", help="RGB images instead of grayscale")
+    p.add_argument("--style", type=float, default=0.0, metavar="P",
+                   help="fraction of the lines drawn with synthetic bold and/or slant (default 0: plain faces only; "
+                        "datasets made with 0 are unchanged by this option)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     return p
 
@@ -62,9 +65,10 @@ def _run_synth(argv: list[str]) -> int:
     if len(args.size) not in (1, 2):
         raise ValueError(f"--size takes one or two values, got {args.size}")
     size = (args.size[0], args.size[-1])
-    _log(f"synth: {args.n} images of {size[0]}x{size[1]}, {args.fonts} fonts, seed {args.seed} -> {args.out}")
+    _log(f"synth: {args.n} images of {size[0]}x{size[1]}, {args.fonts} fonts, style {args.style}, "
+         f"seed {args.seed} -> {args.out}")
     summary = generate_dataset(args.out, args.n, args.seed, fonts=args.fonts, size=size,
-                               mode="RGB" if args.rgb else "L", verbose=True)
+                               mode="RGB" if args.rgb else "L", style=args.style, verbose=True)
     if args.json:
         print(json.dumps(summary, indent=2))
     else:

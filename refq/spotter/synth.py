@@ -11,6 +11,16 @@ blurred, whose transcription is "###" (do not care), to exercise the
 evaluation's don't-care handling (spec Sec. 4.1). Finally the whole image
 gets a slight Gaussian blur and Gaussian pixel noise.
 
+Optional style augmentation (`style` > 0, off by default): that fraction of
+the readable lines is drawn with a synthetic bold (the glyph mask blurred
+and its alpha doubled, which thickens every stroke by a fraction of a pixel
+to about a pixel), a synthetic slant (the mask sheared to the right about
+the line's middle row, as italic faces lean) or both. A styled word's box is
+the bounding box of its own rendered ink (alpha >= 32/255), which matches
+`textbbox` on plain text to within a pixel. Off, the generator draws no
+extra random numbers, so style=0 datasets are the same as before the option
+existed (images and ground truth).
+
 Boxes are (x0, y0, x1, y1) in pixel-edge coordinates (x1, y1 exclusive), as
 `textbbox` returns them. `generate_dataset` draws image i from the generator
 np.random.default_rng([seed, split, i]), so image i does not depend on n and
@@ -44,6 +54,9 @@ DNC_FONT_PX = (7, 11)
 P_DNC = 0.05
 P_LOW_CONTRAST = 0.15
 _MARGIN = 2  # free pixels kept around every line
+BOLD_SIGMA = (0.03, 0.06)  # synthetic bold: blur sigma as a fraction of the font size (then alpha x2)
+SLANT = (0.15, 0.35)  # synthetic slant: horizontal shear per pixel of height (about 9 to 19 degrees)
+_INK = 32  # alpha (of 255) above which a styled pixel counts as ink for its word box
 _SPLIT_CODE = {"train": 0, "heldout": 1}  # mixed into the seed: the splits never share scenes
 _MEASURE = ImageDraw.Draw(Image.new("L", (1, 1)))  # only for textbbox / textlength
 
@@ -75,15 +88,46 @@ def _text_colour(rng: np.random.Generator, background: np.ndarray) -> np.ndarray
     return candidates[int(np.argmax(ok))] if ok.any() else candidates[int(np.argmax(frac))]
 
 
-def _layout(tokens: list[str], font) -> tuple[list[tuple[int, int]], list[tuple[int, int, int, int]]]:
-    """Drawing origins and boxes of tokens written left to right from (0, 0), one space apart."""
+def _layout(tokens: list[str], font, gap: int = 0) -> tuple[list[tuple[int, int]], list[tuple[int, int, int, int]]]:
+    """Drawing origins and boxes of tokens written left to right from (0, 0), one space (+ gap px) apart."""
     origins, boxes = [], []
-    x, space = 0, font.getlength(" ")
+    x, space = 0, font.getlength(" ") + gap
     for token in tokens:
         origins.append((x, 0))
         boxes.append(tuple(int(v) for v in _MEASURE.textbbox((x, 0), token, font=font)))
         x = int(np.ceil(x + font.getlength(token) + space))
     return origins, boxes
+
+
+def _styled_line(tokens: list[str], font, bold_sigma: float, shear: float):
+    """A bold and/or slanted line at layout coordinates: (alpha uint8 [h, w], word boxes, (x, y) of its corner).
+
+    Each word is drawn alone, blurred by bold_sigma px with its alpha doubled
+    (bold, when > 0), then sheared right about the line's middle row (slant,
+    when > 0), so that its box is the bounding box of its own ink.
+    """
+    gap = int(np.ceil(shear * font.size))
+    origins, plain = _layout(tokens, font, gap)
+    pad = 2 + gap + int(np.ceil(3 * bold_sigma))
+    left, top = min(b[0] for b in plain) - pad, min(b[1] for b in plain) - pad
+    w, h = max(b[2] for b in plain) + pad - left, max(b[3] for b in plain) + pad - top
+    middle = (min(b[1] for b in plain) + max(b[3] for b in plain)) / 2 - top
+    alpha, boxes = np.zeros((h, w), dtype=np.uint8), []
+    for token, (ox, oy) in zip(tokens, origins):
+        mask = Image.new("L", (w, h), 0)
+        ImageDraw.Draw(mask).text((ox - left, oy - top), token, fill=255, font=font)
+        if bold_sigma > 0:
+            mask = mask.filter(ImageFilter.GaussianBlur(bold_sigma)).point(lambda v: min(255, 2 * v))
+        if shear > 0:  # output (x, y) reads input (x + shear * (y - middle), y): the top leans right
+            mask = mask.transform((w, h), Image.Transform.AFFINE, (1.0, shear, -shear * middle, 0.0, 1.0, 0.0),
+                                  resample=Image.Resampling.BILINEAR)
+        word = np.asarray(mask)  # [h, w]
+        ys, xs = np.nonzero(word >= _INK)
+        if len(xs) == 0:
+            return None
+        boxes.append((int(xs.min()) + left, int(ys.min()) + top, int(xs.max()) + 1 + left, int(ys.max()) + 1 + top))
+        alpha = np.maximum(alpha, word)  # [h, w]
+    return alpha, boxes, (left, top)
 
 
 def _overlaps(box, others, margin: int) -> bool:
@@ -93,9 +137,11 @@ def _overlaps(box, others, margin: int) -> bool:
                for b in others)
 
 
-def _place_line(rng, tokens, font, h, w, placed):
-    """(origins, boxes) of the line at a random spot inside the image, clear of `placed`; None after 30 tries."""
-    origins, rel = _layout(tokens, font)
+def _place_line(rng, origins, rel, h, w, placed):
+    """(origins, boxes) of a laid-out line moved to a random spot inside the image, clear of `placed`.
+
+    None when the line's own words touch or after 30 tries.
+    """
     if any(_overlaps(b, rel[:i], 0) for i, b in enumerate(rel)):  # italic overhang touching the next word
         return None
     left, top = min(b[0] for b in rel), min(b[1] for b in rel)
@@ -112,16 +158,21 @@ def _place_line(rng, tokens, font, h, w, placed):
     return None
 
 
-def _draw_line(canvas, rng, tokens, font, origins, boxes, blur: float) -> np.ndarray:
-    """The canvas [H, W, C] with the tokens alpha-blended in one colour at their origins."""
-    h, w, _ = canvas.shape
+def _line_mask(shape, tokens, font, origins, blur: float) -> np.ndarray:
+    """Alpha uint8 [H, W] of the tokens drawn at their origins, Gaussian-blurred by blur px when > 0."""
+    h, w = shape
     mask = Image.new("L", (w, h), 0)
     draw = ImageDraw.Draw(mask)
     for token, origin in zip(tokens, origins):
         draw.text(origin, token, fill=255, font=font)
     if blur > 0:
         mask = mask.filter(ImageFilter.GaussianBlur(blur))
-    alpha = np.asarray(mask, dtype=np.float32)[:, :, None] / 255.0 * rng.uniform(0.85, 1.0)  # [H, W, 1]
+    return np.asarray(mask)
+
+
+def _draw_line(canvas, rng, mask: np.ndarray, boxes) -> np.ndarray:
+    """The canvas [H, W, C] with the line's alpha mask [H, W] blended in one colour."""
+    alpha = mask.astype(np.float32)[:, :, None] / 255.0 * rng.uniform(0.85, 1.0)  # [H, W, 1]
     x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
     x1, y1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
     colour = _text_colour(rng, canvas[y0:y1, x0:x1])  # [C]
@@ -129,9 +180,14 @@ def _draw_line(canvas, rng, tokens, font, origins, boxes, blur: float) -> np.nda
 
 
 def generate_scene(rng: np.random.Generator, size=(256, 256), fonts: str = "train", mode: str = "L",
-                   max_words: int = 6) -> tuple[np.ndarray, list[SynthWord]]:
-    """One scene: image uint8 [H, W] ('L') or [H, W, 3] ('RGB') and its words (reading order not implied)."""
+                   max_words: int = 6, style: float = 0.0) -> tuple[np.ndarray, list[SynthWord]]:
+    """One scene: image uint8 [H, W] ('L') or [H, W, 3] ('RGB') and its words (reading order not implied).
+
+    style: fraction of the readable lines drawn with synthetic bold and/or slant (module docstring).
+    """
     h, w = (int(v) for v in size)
+    if not 0.0 <= style <= 1.0:
+        raise ValueError(f"generate_scene: style={style} must be a fraction in [0, 1]")
     if h < 32 or w < 32:
         raise ValueError(f"generate_scene: size={tuple(size)} is too small, need at least 32x32 (H, W)")
     if mode not in ("L", "RGB"):
@@ -159,11 +215,31 @@ def generate_scene(rng: np.random.Generator, size=(256, 256), fonts: str = "trai
             px = int(rng.integers(MIN_FONT_PX, max_px + 1))
             blur = rng.uniform(0.22, 0.3) * px if dnc else 0.0
         font = load_font(path, px)
-        placement = _place_line(rng, tokens, font, h, w, [word.box for word in words])
+        styled = None
+        if style > 0 and not dnc and rng.random() < style:
+            kind = int(rng.integers(0, 3))  # 0 bold, 1 slant, 2 both
+            sigma = rng.uniform(*BOLD_SIGMA) * px if kind != 1 else 0.0
+            shear = rng.uniform(*SLANT) if kind != 0 else 0.0
+            styled = _styled_line(tokens, font, sigma, shear)
+            if styled is None:
+                continue
+            line_alpha, rel, corner = styled
+            origins = [corner]
+        else:
+            origins, rel = _layout(tokens, font)
+        placement = _place_line(rng, origins, rel, h, w, [word.box for word in words])
         if placement is None:
             continue
         origins, boxes = placement
-        canvas = _draw_line(canvas, rng, tokens, font, origins, boxes, blur)
+        if styled is None:
+            mask = _line_mask((h, w), tokens, font, origins, blur)
+        else:
+            (x, y), (lh, lw) = origins[0], line_alpha.shape
+            mask = np.zeros((h, w), dtype=np.uint8)
+            y0, x0 = max(y, 0), max(x, 0)
+            y1, x1 = min(y + lh, h), min(x + lw, w)
+            mask[y0:y1, x0:x1] = line_alpha[y0 - y:y1 - y, x0 - x:x1 - x]  # the padding may fall outside
+        canvas = _draw_line(canvas, rng, mask, boxes)
         words.extend(SynthWord(box, DONT_CARE if dnc else token, dnc) for token, box in zip(tokens, boxes))
     u8 = np.clip(canvas, 0, 255).astype(np.uint8)  # [H, W, C]
     image = Image.fromarray(u8[:, :, 0] if mode == "L" else u8)
@@ -175,7 +251,7 @@ def generate_scene(rng: np.random.Generator, size=(256, 256), fonts: str = "trai
 
 
 def generate_dataset(out_dir, n: int, seed: int, fonts: str = "train", size=(256, 256), mode: str = "L",
-                     verbose: bool = False) -> dict:
+                     style: float = 0.0, verbose: bool = False) -> dict:
     """Write img_{i}.png, gt_img_{i}.txt (i = 1..n) and synth.json to out_dir; returns the summary dict."""
     if n < 1:
         raise ValueError(f"generate_dataset: n={n} must be at least 1")
@@ -186,7 +262,7 @@ def generate_dataset(out_dir, n: int, seed: int, fonts: str = "train", size=(256
     n_words = n_dnc = 0
     for i in range(1, n + 1):
         rng = np.random.default_rng([seed, _SPLIT_CODE[fonts], i])
-        image, words = generate_scene(rng, size=size, fonts=fonts, mode=mode)
+        image, words = generate_scene(rng, size=size, fonts=fonts, mode=mode, style=style)
         Image.fromarray(image).save(out / f"img_{i}.png")
         write_icdar(out / f"gt_img_{i}.txt", aabb_to_quad([wd.box for wd in words]), [wd.text for wd in words])
         n_words += len(words)
@@ -195,7 +271,7 @@ def generate_dataset(out_dir, n: int, seed: int, fonts: str = "train", size=(256
             print(f"synth: {i}/{n} images", file=sys.stderr)
     summary = {"generator": "refq.spotter.synth", "n_images": n, "seed": seed, "fonts": fonts,
                "font_files": [name for name, _ in SPLITS[fonts]], "size": [int(v) for v in size],
-               "mode": mode, "n_words": n_words, "n_dnc": n_dnc}
+               "mode": mode, "style": style, "n_words": n_words, "n_dnc": n_dnc}
     (out / "synth.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 

@@ -15,7 +15,8 @@ from hypothesis import strategies as st
 from refq.cli import main
 from refq.spotter import fonts as fonts_mod
 from refq.spotter.icdar import BOM, parse_icdar, read_icdar_gt, read_icdar_result
-from refq.spotter.synth import SynthWord, generate_dataset, generate_scene, list_samples, load_sample
+from refq.spotter.fonts import font_paths, load_font
+from refq.spotter.synth import SynthWord, _styled_line, generate_dataset, generate_scene, list_samples, load_sample
 from refq.spotter.words import VOCABULARY, sample_token
 
 PRINTABLE = set(string.ascii_letters + string.digits + string.punctuation)
@@ -102,6 +103,45 @@ def test_dont_care_words_are_rare_but_present():
     assert 0.005 < frac < 0.12, frac
 
 
+@settings(max_examples=10)
+@given(st.integers(0, 2**32 - 1), st.sampled_from([(64, 256), (256, 256)]), st.sampled_from(["L", "RGB"]))
+def test_styled_scene_boxes_inside_and_disjoint(seed, size, mode):
+    image, words = generate_scene(np.random.default_rng(seed), size=size, mode=mode, style=1.0)
+    assert image.shape[:2] == size
+    _check_words(image, words)
+
+
+@pytest.mark.parametrize("sigma, shear", [(1.0, 0.0), (0.0, 0.3), (0.8, 0.25)])
+def test_styled_line_boxes_hold_their_own_ink(sigma, shear):
+    font = load_font(str(font_paths("train")[0]), 24)
+    plain_alpha, plain_boxes, _ = _styled_line(["Hill", "top"], font, 0.0, 0.0)
+    alpha, boxes, (left, top) = _styled_line(["Hill", "top"], font, sigma, shear)
+    ink = alpha >= 32
+    inside = np.zeros_like(ink)
+    for x0, y0, x1, y1 in boxes:
+        assert ink[y0 - top:y1 - top, x0 - left:x1 - left].any()
+        assert ink[y0 - top, x0 - left:x1 - left].any() and ink[y1 - 1 - top, x0 - left:x1 - left].any()  # tight
+        assert ink[y0 - top:y1 - top, x0 - left].any() and ink[y0 - top:y1 - top, x1 - 1 - left].any()
+        inside[y0 - top:y1 - top, x0 - left:x1 - left] = True
+    assert not np.any(ink & ~inside)
+    assert boxes[0][2] <= boxes[1][0]  # the words stay apart
+    if sigma > 0:  # bold: more ink than the plain line
+        assert ink.sum() > (plain_alpha >= 32).sum()
+    if shear > 0:  # slant: the top of the tall 'H' stem moves right of its foot
+        x0, y0, x1, y1 = boxes[0]
+        first_ink = [np.nonzero(alpha[row - top] >= 32)[0].min() for row in (y0 + 1, y1 - 2)]
+        assert first_ink[0] - first_ink[1] >= shear * (y1 - y0) / 2
+
+
+def test_style_changes_scenes_only_when_positive():
+    for seed in range(5):
+        a_img, a_words = generate_scene(np.random.default_rng(seed))
+        b_img, b_words = generate_scene(np.random.default_rng(seed), style=0.0)
+        c_img, _ = generate_scene(np.random.default_rng(seed), style=1.0)
+        assert a_img.tobytes() == b_img.tobytes() and a_words == b_words
+        assert a_img.tobytes() != c_img.tobytes()
+
+
 def test_bad_arguments_raise():
     rng = np.random.default_rng(0)
     with pytest.raises(ValueError, match=r"size=\(16, 256\)"):
@@ -110,6 +150,8 @@ def test_bad_arguments_raise():
         generate_scene(rng, mode="CMYK")
     with pytest.raises(ValueError, match="'test'"):
         generate_scene(rng, fonts="test")
+    with pytest.raises(ValueError, match="style=1.5"):
+        generate_scene(rng, style=1.5)
 
 
 def test_dataset_round_trip_and_determinism(tmp_path):
