@@ -10,8 +10,8 @@ The benchmark runs the same script twice in fresh Python processes with `NUMBA_C
 new empty folder: `cold` = import + first call of every kernel with nothing cached (full compilation),
 `warm` = the same in a second process that finds the cache. Kernels: int8 and int4 GEMMs (the AVX2
 path where available, else the tiled one, plus the tiled and plain ones), the dequant epilogue, per-token
-activation quantization, the quantized ViT's zero-point epilogue, the CTC loss and gradient (serial
-and parallel), the CTC scores of lexicon words, the float32 activation quantizers, and the float32 GELU
+activation quantization, the quantized ViT's zero-point epilogue, the CTC loss and gradient (one kernel
+serves the serial and the threaded call, see refq.kernels.threads), the CTC scores of lexicon words, the float32 activation quantizers, and the float32 GELU
 forward and backward. The LLVM-IR AVX2 micro-kernel is built at import in both cases (it is not cached).
 
 References: Numba documentation, "Notes on caching"; refq issue on performance (compile-time target).
@@ -54,11 +54,9 @@ calls = {
     "quantize_per_token": lambda: quantize_per_token(rng.standard_normal((4, 8)).astype(np.float32)),
     "zero_point_dequant": lambda: zero_point_dequant(gemm_int8(a, b), np.zeros(5, np.int64), 1, np.zeros(3, np.int64),
                                                      np.zeros(3, np.int64), 7, 0.1, np.ones(3, np.float32)),
-    "ctc_loss_and_grad": lambda: ctc_loss_and_grad(rng.standard_normal((2, 6, 4)).astype(np.float32),
-                                                   np.array([1, 2, 3]), np.array([6, 6]), np.array([2, 1])),
-    "ctc_loss_and_grad_parallel": lambda: ctc_loss_and_grad(rng.standard_normal((2, 6, 4)).astype(np.float32),
-                                                            np.array([1, 2, 3]), np.array([6, 6]), np.array([2, 1]),
-                                                            parallel=True),
+    "ctc_loss_and_grad (serial, threaded)": lambda: [
+        ctc_loss_and_grad(rng.standard_normal((2, 6, 4)).astype(np.float32), np.array([1, 2, 3]),
+                          np.array([6, 6]), np.array([2, 1]), parallel=parallel) for parallel in (False, True)],
     "ctc_log_likelihoods": lambda: ctc_log_likelihoods(np.log(np.full((6, 4), 0.25)), np.array([1, 2, 3]),
                                                        np.array([2, 1])),
     "quantizers_f32 (fake, log2, codes)": lambda: (uniform_fake_quant_f32(np.ones(8, np.float32), 0.5, 0, -8, 7),

@@ -15,7 +15,7 @@ Three kernels, all tested to agree bit for bit:
 
 * `gemm_int4_plain`: the triple loop, decoding each nibble where it is used.
 * `gemm_int4_tiled` (portable): weights are decoded one cache panel at a time (NB rows -> an int8
-  scratch panel of NB x K bytes), and the panel is multiplied by the int8 kernel's parallel 4 x 2
+  scratch panel of NB x K bytes), and the panel is multiplied by the int8 kernel's threaded 4 x 2
   register tiles (`refq.kernels.int8_gemm._panel`). Weights cross memory at 4 bits each, decoding costs
   O(N K) next to the O(M N K) multiply-adds, and the inner loop is exactly the int8 one.
 * `refq.kernels.avx2.gemm_int4_avx2`: each packed byte is one k-pair, decoded straight into the int16
@@ -30,11 +30,12 @@ Goto & van de Geijn, ACM TOMS 34(3), 2008 (cache panels); aser.md §2.4 (W4 per-
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from refq.kernels import avx2
-from refq.kernels.int8_gemm import _panel, dequant_epilogue, panel_rows
+from refq.kernels.int8_gemm import _multiply_panel, dequant_epilogue, panel_rows
 from refq.kernels.reference import check_gemm_int4, check_scales
+from refq.kernels.threads import run_chunks
 
 
 @njit(cache=True)
@@ -55,10 +56,10 @@ def _gemm_int4_plain(a, b_packed, c):
             c[m, n] = s
 
 
-@njit(cache=True, parallel=True)
-def _unpack_panel(b_packed, n0, n1, k, out):
-    """out[:n1-n0, :k] = int8 codes of rows n0..n1 of b_packed (both nibbles of each byte)."""
-    for r in prange(n1 - n0):
+@njit(cache=True, nogil=True)
+def _unpack_panel(b_packed, n0, k, out, r0, r1):
+    """out[r, :k] = int8 codes of row n0 + r of b_packed (both nibbles of each byte), r in [r0, r1)."""
+    for r in range(r0, r1):
         row = b_packed[n0 + r]
         for j in range(k // 2):
             out[r, 2 * j] = _decode(row[j], False)
@@ -67,14 +68,13 @@ def _unpack_panel(b_packed, n0, n1, k, out):
             out[r, k - 1] = _decode(row[k // 2], False)
 
 
-@njit(cache=True)
-def _gemm_int4_blocked(a, b_packed, k, c, nb):
+def _gemm_int4_blocked(a, b_packed, k, c, nb) -> None:
     """c = a @ decode(b_packed).T, decoding and multiplying one cache panel of nb weight rows at a time."""
     scratch = np.empty((min(nb, b_packed.shape[0]), k), np.int8)  # [NB, K] decoded panel
     for n0 in range(0, b_packed.shape[0], nb):
         n1 = min(n0 + nb, b_packed.shape[0])
-        _unpack_panel(b_packed, n0, n1, k, scratch)
-        _panel(a, scratch, 0, n1 - n0, c, n0)
+        run_chunks(_unpack_panel, n1 - n0, b_packed, n0, k, scratch)
+        _multiply_panel(a, scratch, 0, n1 - n0, c, n0)
 
 
 def gemm_int4_plain(a: np.ndarray, b_packed: np.ndarray, k: int) -> np.ndarray:

@@ -20,7 +20,8 @@ Three kernels, all tested to agree bit for bit:
      and every activation row is streamed past one panel while it stays in cache;
   2. a 4 x 2 register tile: each pass over k loads 4 activation rows and 2 weight rows and updates 8
      int32 accumulators, so every loaded element feeds 2 or 4 multiply-adds instead of 1;
-  3. `parallel=True`: the row tiles of a panel are shared out over the Numba threads (prange).
+  3. threads: the row tiles of a panel are shared out over the threads in contiguous chunks
+     (`refq.kernels.threads.run_chunks`; the kernel runs with `nogil=True`).
   Numba types int32 * int32 as int64; wrapping each update in np.int32(...) keeps the accumulators
   int32, which lets LLVM vectorise the k loop 8 lanes wide (AVX2: vpmovsxbd loads, vpmulld, vpaddd on
   ymm registers; see `_tile_4x2.inspect_asm()`). LLVM turns the single dot product of
@@ -40,13 +41,15 @@ Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference", CV
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from refq.kernels import avx2
 from refq.kernels.reference import check_gemm_int8, check_matrix, check_scales
+from refq.kernels.threads import run_chunks
 
 MR, NR = 4, 2  # register tile: rows of A x rows of B per micro-kernel call
 PANEL_BYTES = 256 * 1024  # target size of one cache-resident panel of B (NB rows x K int8)
+THREADS_MIN_OUTPUTS = 1 << 16  # smaller epilogues run on one thread (waking the others costs more)
 
 
 def panel_rows(k: int) -> int:
@@ -94,12 +97,11 @@ def _tile_4x2(a, m, b, n, c, col):
     c[m + 3, col], c[m + 3, col + 1] = s30, s31
 
 
-@njit(cache=True, parallel=True)
-def _panel(a, b, n0, n1, c, col0):
-    """c[:, col0 : col0 + n1 - n0] = a @ b[n0:n1].T: 4 x 2 tiles, dot products on the ragged edges."""
-    m_tiles = (a.shape[0] + MR - 1) // MR
+@njit(cache=True, nogil=True)
+def _panel(a, b, n0, n1, c, col0, t0, t1):
+    """c[4 t0 : 4 t1, col0 : col0 + n1 - n0] = a @ b[n0:n1].T: 4 x 2 tiles, dot products on the ragged edges."""
     n_pairs_end = n0 + (n1 - n0) // NR * NR
-    for t in prange(m_tiles):
+    for t in range(t0, t1):
         m = t * MR
         if m + MR <= a.shape[0]:
             for n in range(n0, n_pairs_end, NR):
@@ -113,17 +115,21 @@ def _panel(a, b, n0, n1, c, col0):
                     c[i, col0 + n - n0] = _dot(a[i], b[n])
 
 
-@njit(cache=True)
-def _gemm_int8_blocked(a, b, c, nb):
+def _multiply_panel(a, b, n0, n1, c, col0) -> None:
+    """c[:, col0 : col0 + n1 - n0] = a @ b[n0:n1].T, the 4-row tiles shared out over the threads."""
+    run_chunks(_panel, (a.shape[0] + MR - 1) // MR, a, b, n0, n1, c, col0)
+
+
+def _gemm_int8_blocked(a, b, c, nb) -> None:
     """c = a @ b.T, one cache panel of nb rows of b at a time."""
     for n0 in range(0, b.shape[0], nb):
-        _panel(a, b, n0, min(n0 + nb, b.shape[0]), c, n0)
+        _multiply_panel(a, b, n0, min(n0 + nb, b.shape[0]), c, n0)
 
 
-@njit(cache=True, parallel=True)
-def _dequant(c, a_scale, b_scale, bias, has_bias, out):
-    """out = float32(c * a_scale[:, None] * b_scale[None, :] (+ bias)), evaluated in float64."""
-    for m in prange(c.shape[0]):
+@njit(cache=True, nogil=True)
+def _dequant(c, a_scale, b_scale, bias, has_bias, out, m0, m1):
+    """out[m0:m1] = float32(c * a_scale[:, None] * b_scale[None, :] (+ bias)) on rows m0..m1, in float64."""
+    for m in range(m0, m1):
         sa = np.float64(a_scale[m])
         for n in range(c.shape[1]):
             y = np.float64(c[m, n]) * sa * np.float64(b_scale[n])
@@ -141,7 +147,7 @@ def gemm_int8_plain(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def gemm_int8_tiled(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """C = A @ B.T (int8 [M, K], int8 [N, K] -> int32 [M, N]) by the portable blocked, parallel kernel."""
+    """C = A @ B.T (int8 [M, K], int8 [N, K] -> int32 [M, N]) by the portable blocked, threaded kernel."""
     a, b = check_gemm_int8(a, b, "gemm_int8_tiled")
     c = np.empty((a.shape[0], b.shape[0]), np.int32)  # [M, N]
     _gemm_int8_blocked(a, b, c, panel_rows(a.shape[1]))
@@ -159,7 +165,8 @@ def dequant_epilogue(c: np.ndarray, a_scale: np.ndarray, b_scale: np.ndarray, bi
     a_scale, b_scale, bias = check_scales(c.shape, a_scale, b_scale, bias, "dequant_epilogue")
     out = np.empty(c.shape, np.float32)  # [M, N]
     has_bias = bias is not None
-    _dequant(c, a_scale, b_scale, bias if has_bias else b_scale, has_bias, out)
+    run_chunks(_dequant, c.shape[0], c, a_scale, b_scale, bias if has_bias else b_scale, has_bias, out,
+               threads=None if c.size >= THREADS_MIN_OUTPUTS else 1)
     return out
 
 

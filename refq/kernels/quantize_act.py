@@ -7,8 +7,9 @@ For each row (token) t of X [T, D], in float32 arithmetic:
 
 so that X ~ s_t Q[t, :]; `gemm_int8_dequant(Q, W_q, s, w_scale)` then computes the quantized linear layer.
 The Numba kernel makes one pass per row for the absmax (an integer maximum over the float bit patterns,
-which vectorises and detects inf/NaN on the way) and one for the codes, rows in parallel (serially
-below PARALLEL_MIN_ELEMENTS, where starting the threads costs more than the work); the NumPy
+which vectorises and detects inf/NaN on the way) and one for the codes, rows split over threads
+(`refq.kernels.threads`; one thread below PARALLEL_MIN_ELEMENTS, where starting the threads costs
+more than the work); the NumPy
 twin `quantize_per_token_ref` does the same float32 operations, so the two agree exactly.
 
 References: aser.md §2.4 (per-token dynamic symmetric absmax quantizer q_a_tok, b in {8, 6}, scale floor
@@ -18,7 +19,9 @@ Models", ICML 2023, Sec. 2 (per-token activation quantization).
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
+
+from refq.kernels.threads import run_chunks
 
 SCALE_FLOOR = np.float32(1e-5)
 
@@ -89,17 +92,11 @@ def _quantize_row(x, bits, t, fq, q, scale, absbits):
         qr[j] = np.int8(r)
 
 
-@njit(cache=True, parallel=True)
-def _quantize_parallel(x, bits, qmax, q, scale, absbits):
+@njit(cache=True, nogil=True)
+def _quantize_rows(x, bits, qmax, q, scale, absbits, t0, t1):
+    """Rows t0..t1 of the per-token quantization."""
     fq = np.float32(qmax)
-    for t in prange(x.shape[0]):
-        _quantize_row(x, bits, t, fq, q, scale, absbits)
-
-
-@njit(cache=True)
-def _quantize_serial(x, bits, qmax, q, scale, absbits):
-    fq = np.float32(qmax)
-    for t in range(x.shape[0]):
+    for t in range(t0, t1):
         _quantize_row(x, bits, t, fq, q, scale, absbits)
 
 
@@ -112,8 +109,8 @@ def quantize_per_token(x: np.ndarray, bits: int = 8) -> tuple[np.ndarray, np.nda
     q = np.empty(x.shape, np.int8)  # [T, D]
     scale = np.empty(x.shape[0], np.float32)  # [T]
     absbits = np.empty(x.shape[0], np.uint32)  # [T] bit patterns of the row absmax
-    kernel = _quantize_parallel if x.size >= PARALLEL_MIN_ELEMENTS else _quantize_serial
-    kernel(x, x.view(np.uint32), qmax, q, scale, absbits)
+    run_chunks(_quantize_rows, x.shape[0], x, x.view(np.uint32), qmax, q, scale, absbits,
+               threads=None if x.size >= PARALLEL_MIN_ELEMENTS else 1)
     if (absbits >= NON_FINITE).any():
         _check(x, bits, "quantize_per_token")  # raises the ValueError that names the values
     return q, scale

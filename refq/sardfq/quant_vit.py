@@ -39,11 +39,13 @@ Lin et al., "FQ-ViT", IJCAI 2022 (log2 attention quantizer); sardfq.md §7.2-7.4
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from refq.autograd import Tensor, no_grad
 from refq.autograd import functional as F
 from refq.kernels import gemm_int4, gemm_int8
+from refq.kernels.int8_gemm import THREADS_MIN_OUTPUTS
+from refq.kernels.threads import run_chunks
 from refq.models import vit
 from refq.quant import (ACTIVATION_PERCENTILES, WEIGHT_PERCENTILES, QParams, fake_quant, fit_mse, log2_fake_quant,
                         quantize)
@@ -145,14 +147,14 @@ def integer_accumulate(qx: np.ndarray, zx: int, qw: np.ndarray, zw: np.ndarray, 
     return acc.astype(np.int32)
 
 
-@njit(cache=True, parallel=True)
-def _zero_point_dequant(raw, row_x, zw, col, sx, sw, bias, has_bias, out):
-    """out[m, n] = float32(float64(raw - row_x[m] zw[n] + col[n]) sx sw[n] (+ bias[n])), bracket in int32.
+@njit(cache=True, nogil=True)
+def _zero_point_dequant(raw, row_x, zw, col, sx, sw, bias, has_bias, out, m0, m1):
+    """out[m, n] = float32(float64(raw - row_x[m] zw[n] + col[n]) sx sw[n] (+ bias[n])) for rows m0..m1.
 
-    int32 arithmetic wraps modulo 2^32, so the bracket is exact whenever its true value fits in int32
+    The bracket is computed in int32: int32 arithmetic wraps modulo 2^32, so the bracket is exact whenever its true value fits in int32
     (the wrapper checks K for that), and int32 -> float64 conversion vectorises where int64 would not.
     """
-    for m in prange(raw.shape[0]):
+    for m in range(m0, m1):
         r = row_x[m]
         for n in range(raw.shape[1]):
             acc = np.int32(np.int32(raw[m, n] - np.int32(r * zw[n])) + col[n])
@@ -179,8 +181,10 @@ def zero_point_dequant(raw: np.ndarray, row_x: np.ndarray, zx: int, zw: np.ndarr
     sw = np.asarray(sw, np.float32).reshape(-1)  # [N]
     col = (k * np.int64(zx) * zw - np.int64(zx) * np.asarray(row_w, np.int64)).astype(np.int32)  # [N], wraps
     has_bias = bias is not None
-    _zero_point_dequant(raw, np.asarray(row_x, np.int64).astype(np.int32), zw.astype(np.int32), col,
-                        np.float64(np.float32(sx)), sw, np.asarray(bias, np.float32) if has_bias else sw, has_bias, out)
+    run_chunks(_zero_point_dequant, raw.shape[0], raw, np.asarray(row_x, np.int64).astype(np.int32),
+               zw.astype(np.int32), col, np.float64(np.float32(sx)), sw,
+               np.asarray(bias, np.float32) if has_bias else sw, has_bias, out,
+               threads=None if raw.size >= THREADS_MIN_OUTPUTS else 1)
     return out
 
 

@@ -3,8 +3,9 @@
 Same math as `refq.spotter.ctc_reference` (spec Sec. 6.2-6.5, Appendix A),
 arranged for speed:
 
-* one sample per loop iteration (`prange` over the batch when the batch is
-  large enough to pay for waking the threads, see `PARALLEL_MIN_WORK`); per
+* one sample per loop iteration (the batch split over threads when it is
+  large enough to pay for waking them, see `PARALLEL_MIN_WORK` and
+  `refq.kernels.threads`); per
   sample, softmax and the gathered emissions lpe[t, s] = lp_t(l'_s) are
   computed once (Graves Eq. 5-7 only ever read y at the S extended-label classes);
 * alpha is stored with two -inf columns on the left and beta with two on the
@@ -32,9 +33,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
 from refq.autograd.engine import Function, Tensor
+from refq.kernels.threads import run_chunks
 
 BLANK = 0
 REDUCTIONS = ("none", "sum", "mean")
@@ -153,18 +155,10 @@ def _ctc_sample(x, from_log_probs, target, Tn, scale, zero_infinity, grad):
     return -logp
 
 
-@njit(cache=True)
-def _ctc_batch(x, from_log_probs, labels, offsets, input_lengths, scales, zero_infinity, loss, grad):
-    """Per-sample loss [N] (float64) and scaled gradient [N, T, K], one sample after the other."""
-    for n in range(x.shape[0]):
-        loss[n] = _ctc_sample(x[n], from_log_probs, labels[offsets[n]:offsets[n + 1]], input_lengths[n],
-                              scales[n], zero_infinity, grad[n])
-
-
-@njit(cache=True, parallel=True)
-def _ctc_batch_parallel(x, from_log_probs, labels, offsets, input_lengths, scales, zero_infinity, loss, grad):
-    """`_ctc_batch` with the samples spread over Numba's threads."""
-    for n in prange(x.shape[0]):
+@njit(cache=True, nogil=True)
+def _ctc_batch(x, from_log_probs, labels, offsets, input_lengths, scales, zero_infinity, loss, grad, n0, n1):
+    """Per-sample loss (float64) and scaled gradient [T, K] of samples n0..n1, one after the other."""
+    for n in range(n0, n1):
         loss[n] = _ctc_sample(x[n], from_log_probs, labels[offsets[n]:offsets[n + 1]], input_lengths[n],
                               scales[n], zero_infinity, grad[n])
 
@@ -273,8 +267,8 @@ def ctc_loss_and_grad(x, labels, input_lengths, label_lengths, reduction: str = 
     grad = np.empty((N, T, K), x.dtype)  # [N, T, K]
     if parallel is None:
         parallel = N > 1 and N * T * (K + 6 * int(lab_len.max())) >= PARALLEL_MIN_WORK
-    kernel = _ctc_batch_parallel if parallel else _ctc_batch
-    kernel(np.ascontiguousarray(x), bool(log_probs), flat, offsets, in_len, scales, bool(zero_infinity), loss, grad)
+    run_chunks(_ctc_batch, N, np.ascontiguousarray(x), bool(log_probs), flat, offsets, in_len, scales,
+               bool(zero_infinity), loss, grad, threads=None if parallel else 1)
     if reduction == "sum":
         loss = loss.sum()
     elif reduction == "mean":
