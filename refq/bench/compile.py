@@ -101,10 +101,10 @@ def run(args) -> dict:
 def format_table(result: dict) -> str:
     cold, warm = result["cold"], result["warm"]
     lines = [f"machine: {describe_machine(result['machine'])}",
-             f"{'kernel':34s} {'cold s':>8s} {'warm s':>8s}",
-             f"{'import refq kernels':34s} {cold['import_s']:8.2f} {warm['import_s']:8.2f}"]
+             f"{'kernel':38s} {'cold s':>8s} {'warm s':>8s}",
+             f"{'import refq kernels':38s} {cold['import_s']:8.2f} {warm['import_s']:8.2f}"]
     for name in cold["first_calls_s"]:
-        lines.append(f"{name:34s} {cold['first_calls_s'][name]:8.2f} {warm['first_calls_s'][name]:8.2f}")
-    lines.append(f"{'total (import + first calls)':34s} {cold['total_s']:8.2f} {warm['total_s']:8.2f}")
+        lines.append(f"{name:38s} {cold['first_calls_s'][name]:8.2f} {warm['first_calls_s'][name]:8.2f}")
+    lines.append(f"{'total (import + first calls)':38s} {cold['total_s']:8.2f} {warm['total_s']:8.2f}")
     lines.append("cold: empty NUMBA_CACHE_DIR (full compilation); warm: a second process finding the cache.")
     return "\n".join(lines)

@@ -20,8 +20,7 @@ Eight ymm accumulators hold the 4 x 16 int32 tile for the whole K loop; then the
 All arrays the intrinsic sees are C-contiguous; the wrappers below create them.
 
 Cache blocking and threads as in the portable kernel: panels are taken in blocks of ~256 KiB and the
-row tiles of each block are shared out over the Numba threads (prange); B is packed into panels by
-chunks of panels on threads (`refq.kernels.threads`).
+row tiles of each block are shared out over the Numba threads (prange).
 
 Availability. x86-64 hosts whose CPU has AVX2 (`AVAILABLE`); elsewhere, when NUMBA_CPU_NAME asks for a
 generic build, or with NUMBA_DISABLE_JIT=1, the GEMM wrappers use the portable kernel.
@@ -44,11 +43,9 @@ from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
 from refq.kernels.reference import check_gemm_int4, check_gemm_int8
-from refq.kernels.threads import run_chunks
 
 TILE_ROWS, TILE_COLS = 4, 16  # micro-kernel tile of C: rows of A x columns (= one panel of B)
 BLOCK_BYTES = 256 * 1024  # target size of one cache block of panels
-PACK_THREADS_MIN = 1 << 16  # int16 panel entries below which B is packed on one thread
 
 
 def _host_has_avx2() -> bool:
@@ -134,20 +131,20 @@ _tile_4x16 = _make_tile_kernel(TILE_ROWS)
 _tile_1x16 = _make_tile_kernel(1)
 
 
-@njit(cache=True, nogil=True)
-def _pack_panels_int8(b, out, q0, q1):
-    """out[q, p, 2j + t] = b[16q + j, 2p + t] (int8 -> int16) for panels q0..q1; zero-filled padding stays 0."""
-    for q in range(q0, q1):
+@njit(cache=True, parallel=True)
+def _pack_panels_int8(b, out):
+    """out[q, p, 2j + t] = b[16q + j, 2p + t] (int8 -> int16); out is zero-filled, so padding stays 0."""
+    for q in prange(out.shape[0]):
         for j in range(min(TILE_COLS, b.shape[0] - TILE_COLS * q)):
             row = b[TILE_COLS * q + j]
             for k in range(b.shape[1]):
                 out[q, k >> 1, 2 * j + (k & 1)] = row[k]
 
 
-@njit(cache=True, nogil=True)
-def _pack_panels_int4(b_packed, out, q0, q1):
-    """out[q, p, 2j + t] = int4 code t (0 = low nibble) of byte b_packed[16q + j, p], panels q0..q1."""
-    for q in range(q0, q1):
+@njit(cache=True, parallel=True)
+def _pack_panels_int4(b_packed, out):
+    """out[q, p, 2j + t] = int4 code t (0 = low nibble) of byte b_packed[16q + j, p]; zero-filled padding."""
+    for q in prange(out.shape[0]):
         for j in range(min(TILE_COLS, b_packed.shape[0] - TILE_COLS * q)):
             row = b_packed[TILE_COLS * q + j]
             for p in range(b_packed.shape[1]):
@@ -168,11 +165,6 @@ def _matmul_panels(a32, panels, c, block):
             else:
                 for q in range(q0, q1):
                     _tile_1x16(a32, TILE_ROWS * full + t - full, panels, q, c)
-
-
-def _pack_threads(panels: np.ndarray) -> int | None:
-    """One thread for small weights (waking the others costs more than packing them), else all."""
-    return None if panels.size >= PACK_THREADS_MIN else 1
 
 
 def _widen_a(a: np.ndarray, kp: int) -> np.ndarray:
@@ -203,7 +195,7 @@ def gemm_int8_avx2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     a, b = check_gemm_int8(a, b, "gemm_int8_avx2")
     n, k = b.shape
     panels = np.zeros(((n + TILE_COLS - 1) // TILE_COLS, (k + 1) // 2, 2 * TILE_COLS), np.int16)  # [Q, K/2, 32]
-    run_chunks(_pack_panels_int8, panels.shape[0], b, panels, threads=_pack_threads(panels))
+    _pack_panels_int8(b, panels)
     return _run(a, panels, n)
 
 
@@ -213,5 +205,5 @@ def gemm_int4_avx2(a: np.ndarray, b_packed: np.ndarray, k: int) -> np.ndarray:
     a, b_packed = check_gemm_int4(a, b_packed, k, "gemm_int4_avx2")
     n = b_packed.shape[0]
     panels = np.zeros(((n + TILE_COLS - 1) // TILE_COLS, b_packed.shape[1], 2 * TILE_COLS), np.int16)  # [Q, K/2, 32]
-    run_chunks(_pack_panels_int4, panels.shape[0], b_packed, panels, threads=_pack_threads(panels))  # one packed byte = one k-pair: (low, high) nibble = (2p, 2p+1)
+    _pack_panels_int4(b_packed, panels)  # one packed byte = one k-pair: (low, high) nibble = (2p, 2p+1)
     return _run(a, panels, n)

@@ -70,9 +70,8 @@ def _absmax_bits(bits):
 
 @njit(cache=True)
 def _bits_to_float(m):
-    tmp = np.empty(1, np.uint32)
-    tmp[0] = m
-    return tmp.view(np.float32)[0]
+    """The float32 whose bit pattern is the uint32 m (a scalar view, no array)."""
+    return np.uint32(m).view(np.float32)
 
 
 @njit(cache=True)
