@@ -11,8 +11,9 @@ new empty folder: `cold` = import + first call of every kernel with nothing cach
 `warm` = the same in a second process that finds the cache. Kernels: int8 and int4 GEMMs (the AVX2
 path where available, else the tiled one, plus the tiled and plain ones), the dequant epilogue, per-token
 activation quantization, the quantized ViT's zero-point epilogue, the CTC loss and gradient (one kernel
-serves the serial and the threaded call, see refq.kernels.threads), the CTC scores of lexicon words, the float32 activation quantizers, and the float32 GELU
-forward and backward. The LLVM-IR AVX2 micro-kernel is built at import in both cases (it is not cached).
+serves the serial and the threaded call, see refq.kernels.threads), the CTC scores of lexicon words, the
+float32 activation quantizers, and the float32 GELU forward and backward. The LLVM-IR AVX2 micro-kernel
+is built at import in both cases (it is not cached).
 
 References: Numba documentation, "Notes on caching"; refq issue on performance (compile-time target).
 """

@@ -9,8 +9,8 @@ so that X ~ s_t Q[t, :]; `gemm_int8_dequant(Q, W_q, s, w_scale)` then computes t
 The Numba kernel makes one pass per row for the absmax (an integer maximum over the float bit patterns,
 which vectorises and detects inf/NaN on the way) and one for the codes, rows split over threads
 (`refq.kernels.threads`; one thread below PARALLEL_MIN_ELEMENTS, where starting the threads costs
-more than the work); the NumPy
-twin `quantize_per_token_ref` does the same float32 operations, so the two agree exactly.
+more than the work); the NumPy twin `quantize_per_token_ref` does the same float32 operations, so the
+two agree exactly.
 
 References: aser.md §2.4 (per-token dynamic symmetric absmax quantizer q_a_tok, b in {8, 6}, scale floor
 1e-5); Xiao et al., "SmoothQuant: Accurate and Efficient Post-Training Quantization for Large Language

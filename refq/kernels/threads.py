@@ -11,9 +11,11 @@ compilation (about half a second each, cold), and the serial twin that small
 inputs need (waking threads costs more than tiny work) is a second full
 compilation of the same loop body. A chunked kernel is compiled once and
 serves both. The AVX2 GEMM (`refq.kernels.avx2`) keeps `prange` for packing B
-and for the product: moved onto this pool, both measured slower at 256³ and
-at the ViT's shapes with two threads (1.2-1.3x float32 instead of 1.7-1.8x). The number of threads is Numba's, `numba.config.NUMBA_NUM_THREADS`
-(set by the NUMBA_NUM_THREADS environment variable; default: all cores).
+and for the product: moved onto this pool, both measured slower at small
+shapes with two threads (at 256^3, 1.2-1.3x float32 instead of 1.8x).
+
+The number of threads is Numba's, `numba.config.NUMBA_NUM_THREADS` (set by
+the NUMBA_NUM_THREADS environment variable; default: all cores).
 
 References: Numba documentation, "Releasing the GIL" (`nogil=True`) and
 "Notes on caching"; refq issue on performance (compile-time target).

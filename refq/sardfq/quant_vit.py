@@ -151,8 +151,9 @@ def integer_accumulate(qx: np.ndarray, zx: int, qw: np.ndarray, zw: np.ndarray, 
 def _zero_point_dequant(raw, row_x, zw, col, sx, sw, bias, has_bias, out, m0, m1):
     """out[m, n] = float32(float64(raw - row_x[m] zw[n] + col[n]) sx sw[n] (+ bias[n])) for rows m0..m1.
 
-    The bracket is computed in int32: int32 arithmetic wraps modulo 2^32, so the bracket is exact whenever its true value fits in int32
-    (the wrapper checks K for that), and int32 -> float64 conversion vectorises where int64 would not.
+    The bracket is computed in int32: int32 arithmetic wraps modulo 2^32, so the bracket is exact whenever
+    its true value fits in int32 (the wrapper checks K for that), and int32 -> float64 conversion vectorises
+    where int64 would not.
     """
     for m in range(m0, m1):
         r = row_x[m]

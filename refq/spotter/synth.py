@@ -170,6 +170,16 @@ def _line_mask(shape, tokens, font, origins, blur: float) -> np.ndarray:
     return np.asarray(mask)
 
 
+def _paste_mask(shape, alpha: np.ndarray, corner) -> np.ndarray:
+    """Alpha uint8 [H, W]: the line's alpha [h, w] put with its top-left at corner (x, y), clipped to the image."""
+    h, w = shape
+    (x, y), (lh, lw) = corner, alpha.shape
+    mask = np.zeros((h, w), dtype=np.uint8)
+    y0, x0, y1, x1 = max(y, 0), max(x, 0), min(y + lh, h), min(x + lw, w)
+    mask[y0:y1, x0:x1] = alpha[y0 - y:y1 - y, x0 - x:x1 - x]  # [H, W]; only the empty padding falls outside
+    return mask
+
+
 def _draw_line(canvas, rng, mask: np.ndarray, boxes) -> np.ndarray:
     """The canvas [H, W, C] with the line's alpha mask [H, W] blended in one colour."""
     alpha = mask.astype(np.float32)[:, :, None] / 255.0 * rng.uniform(0.85, 1.0)  # [H, W, 1]
@@ -224,7 +234,7 @@ def generate_scene(rng: np.random.Generator, size=(256, 256), fonts: str = "trai
             if styled is None:
                 continue
             line_alpha, rel, corner = styled
-            origins = [corner]
+            origins = [corner]  # placement moves the alpha's corner with the boxes, as it moves text origins
         else:
             origins, rel = _layout(tokens, font)
         placement = _place_line(rng, origins, rel, h, w, [word.box for word in words])
@@ -234,11 +244,7 @@ def generate_scene(rng: np.random.Generator, size=(256, 256), fonts: str = "trai
         if styled is None:
             mask = _line_mask((h, w), tokens, font, origins, blur)
         else:
-            (x, y), (lh, lw) = origins[0], line_alpha.shape
-            mask = np.zeros((h, w), dtype=np.uint8)
-            y0, x0 = max(y, 0), max(x, 0)
-            y1, x1 = min(y + lh, h), min(x + lw, w)
-            mask[y0:y1, x0:x1] = line_alpha[y0 - y:y1 - y, x0 - x:x1 - x]  # the padding may fall outside
+            mask = _paste_mask((h, w), line_alpha, origins[0])
         canvas = _draw_line(canvas, rng, mask, boxes)
         words.extend(SynthWord(box, DONT_CARE if dnc else token, dnc) for token, box in zip(tokens, boxes))
     u8 = np.clip(canvas, 0, 255).astype(np.uint8)  # [H, W, C]
