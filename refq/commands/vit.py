@@ -32,6 +32,9 @@ def register(subparsers) -> None:
     t.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up before the cosine decay")
     t.add_argument("--init", default=None, help="start from this refq ViT checkpoint (same architecture) "
                                                "instead of a random initialisation")
+    t.add_argument("--ema", type=float, default=0.0,
+                   help="keep an exponential moving average of the weights with this decay per step (e.g. "
+                        "0.999) and evaluate and save the average instead of the last iterate (default 0: off)")
     t.set_defaults(func=_train)
 
     e = sub.add_parser("eval", help="top-1 of a ViT checkpoint on the Fashion-MNIST test set",
@@ -105,7 +108,7 @@ def _train(args) -> int:
                             normalize_images(x_test[:, None], cfg), y_test, rng,
                             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                             weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, init=init,
-                            augmentation=args.augment)
+                            augmentation=args.augment, ema=args.ema)
     manifest = {"config": cfg.to_dict(), "command": "refq " + " ".join(shlex.quote(a) for a in args.argv_all),
                 "seed": args.seed, "test_top1": history[-1]["test_top1"], "history": history}
     if init_manifest is not None:  # the chain of commands that made the weights

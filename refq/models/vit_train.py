@@ -4,7 +4,9 @@ ImageNet DeiT weights cannot be downloaded here, so refq trains its own ViT on
 Fashion-MNIST with the hand-written autograd: AdamW, linear warm-up + cosine
 decay, random-crop (pad 2) and horizontal-flip augmentation, cross-entropy.
 Recipe in the spirit of DeiT (Touvron et al. 2021, Sec. 6: AdamW, cosine schedule,
-warm-up), scaled down to a 28x28 input.
+warm-up), scaled down to a 28x28 input. Optionally the weights are averaged along the
+trajectory by an exponential moving average (Polyak & Juditsky 1992; DeiT's model EMA),
+and the average is what gets evaluated and returned.
 """
 from __future__ import annotations
 
@@ -52,17 +54,28 @@ def accuracy(params: dict, cfg: vit.ViTConfig, x: np.ndarray, y: np.ndarray, bat
     return float((predict(params, cfg, x, batch_size, ops).argmax(-1) == y).mean())
 
 
+def ema_update(average: dict, params: dict, decay: float) -> dict:
+    """One step of the exponential moving average: decay * average + (1 - decay) * params, as new arrays."""
+    assert average.keys() == params.keys()
+    return {k: (decay * average[k] + (1.0 - decay) * params[k]).astype(np.float32) for k in average}
+
+
 def train(cfg: vit.ViTConfig, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
           rng: np.random.Generator, epochs: int = 15, batch_size: int = 128, lr: float = 1e-3,
           weight_decay: float = 0.05, warmup_epochs: float = 1.0, eval_subset: int = 2000,
-          log=None, init: dict | None = None, augmentation: str = "crop-flip") -> tuple[dict, list[dict]]:
+          log=None, init: dict | None = None, augmentation: str = "crop-flip",
+          ema: float = 0.0) -> tuple[dict, list[dict]]:
     """Train from scratch (or from `init` params); returns (float32 params, per-epoch history).
 
     x_* are normalised float32 images. The init arrays are copied, never modified. augmentation:
-    'crop-flip' (shift by up to 2 px and flip), 'flip' (horizontal flip only) or 'none'.
+    'crop-flip' (shift by up to 2 px and flip), 'flip' (horizontal flip only) or 'none'. ema in (0, 1): keep
+    an exponential moving average of the weights after every step (starting from the initial weights); it is
+    evaluated each epoch and returned instead of the last iterate. ema=0: no averaging.
     """
     if augmentation not in AUGMENTATIONS:
         raise ValueError(f"train: augmentation={augmentation!r}, expected one of {AUGMENTATIONS}")
+    if not 0.0 <= ema < 1.0:
+        raise ValueError(f"train: ema={ema}, expected a decay in [0, 1)")
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     if init is None:
         initial = vit.init_params(cfg, rng)
@@ -70,6 +83,7 @@ def train(cfg: vit.ViTConfig, x_train: np.ndarray, y_train: np.ndarray, x_test: 
         vit.check_params(init, cfg)
         initial = {k: np.array(v, np.float32) for k, v in init.items()}  # copies: init is never modified
     params = vit.as_tensors(initial, requires_grad=True)
+    average = {k: v.copy() for k, v in initial.items()} if ema > 0 else None
     opt = AdamW(list(params.values()), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = len(x_train) // batch_size
     if steps_per_epoch == 0:
@@ -91,12 +105,14 @@ def train(cfg: vit.ViTConfig, x_train: np.ndarray, y_train: np.ndarray, x_test: 
             loss.backward()
             opt.lr = warmup_cosine_lr(step, warmup, total, lr)
             opt.step()
+            if average is not None:
+                average = ema_update(average, {k: v.data for k, v in params.items()}, ema)
             losses.append(loss.item())
             step += 1
             if s % 50 == 0:
                 log(f"epoch {epoch + 1}/{epochs} step {s}/{steps_per_epoch} loss {np.mean(losses[-50:]):.4f} "
                     f"lr {opt.lr:.2e} ({time.time() - start:.0f} s)")
-        arrays = {k: v.data for k, v in params.items()}
+        arrays = average if average is not None else {k: v.data for k, v in params.items()}
         last = epoch + 1 == epochs
         n_eval = len(x_test) if last else min(len(x_test), eval_subset)  # the full test set only at the end
         acc = accuracy(arrays, cfg, x_test[:n_eval], y_test[:n_eval])
@@ -104,4 +120,5 @@ def train(cfg: vit.ViTConfig, x_train: np.ndarray, y_train: np.ndarray, x_test: 
                         "seconds": round(time.time() - start, 1)})
         log(f"epoch {epoch + 1}: train loss {np.mean(losses):.4f}, test top-1 {100 * acc:.2f}% "
             f"on {n_eval} images ({time.time() - start:.0f} s)")
-    return {k: v.data.astype(np.float32) for k, v in params.items()}, history
+    final = average if average is not None else {k: v.data for k, v in params.items()}
+    return {k: v.astype(np.float32) for k, v in final.items()}, history

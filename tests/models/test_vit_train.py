@@ -45,3 +45,32 @@ def test_init_with_another_architecture_is_refused(tmp_path, capsys):
     assert main(argv) == 2
     assert "--init" in capsys.readouterr().err
     assert not np.any([p.name == "b.npz" for p in tmp_path.iterdir()])
+
+
+def test_ema_update_is_a_convex_step_and_leaves_its_inputs_alone():
+    from refq.models.vit_train import ema_update
+
+    average, params = {"w": np.array([1.0, 3.0], np.float32)}, {"w": np.array([3.0, -1.0], np.float32)}
+    out = ema_update(average, params, 0.75)
+    np.testing.assert_allclose(out["w"], [1.5, 2.0])  # 0.75 * 1 + 0.25 * 3, 0.75 * 3 + 0.25 * -1
+    assert out["w"].dtype == np.float32
+    np.testing.assert_array_equal(average["w"], [1.0, 3.0])
+    np.testing.assert_array_equal(params["w"], [3.0, -1.0])
+
+
+def test_training_with_ema_returns_the_average_of_init_and_trajectory():
+    from refq.models import vit
+    from refq.models.vit_train import train
+
+    cfg = vit.ViTConfig(img_size=8, patch_size=4, in_chans=1, num_classes=3, embed_dim=8, depth=1, num_heads=2)
+    data = np.random.default_rng(0)
+    x, y = data.standard_normal((8, 1, 8, 8)).astype(np.float32), data.integers(0, 3, 8)
+    init = vit.init_params(cfg, np.random.default_rng(1))
+    kw = dict(epochs=1, batch_size=8, lr=1e-2, warmup_epochs=0, init=init, augmentation="none", log=lambda m: None)
+    last, _ = train(cfg, x, y, x, y, np.random.default_rng(2), **kw)  # a single step
+    averaged, history = train(cfg, x, y, x, y, np.random.default_rng(2), ema=0.9, **kw)
+    for k in init:
+        np.testing.assert_allclose(averaged[k], 0.9 * init[k] + 0.1 * last[k], rtol=1e-5, atol=1e-6)
+    assert any(not np.allclose(last[k], init[k]) for k in init)  # the step moved the weights
+    with pytest.raises(ValueError, match="ema=1.0"):
+        train(cfg, x, y, x, y, np.random.default_rng(2), ema=1.0, **kw)
