@@ -66,10 +66,12 @@ def _lse3(a, b, c):
 def _extend(target):
     """Extended target l' [S] and additive skip mask [S + 2] (0 where alpha may jump s-2 -> s)."""
     S = 2 * target.shape[0] + 1
-    ext = np.zeros(S, np.int64)  # [S]
-    for i in range(target.shape[0]):
-        ext[2 * i + 1] = target[i]
-    skip = np.full(S + 2, -np.inf)  # [S + 2], the last two entries are padding
+    ext = np.empty(S, np.int64)  # [S]; np.empty plus loops everywhere here: np.zeros/np.full each cost compile time
+    skip = np.empty(S + 2)  # [S + 2], the last two entries are padding
+    for s in range(S + 2):
+        if s < S:
+            ext[s] = target[s // 2] if s % 2 else BLANK
+        skip[s] = -np.inf
     for s in range(2, S):
         if ext[s] != BLANK and ext[s] != ext[s - 2]:
             skip[s] = 0.0
@@ -111,7 +113,7 @@ def _backward(lpe, skip, Tn, S, beta):
                                beta[t + 1, s + 2] + lpe[t + 1, s + 2] + skip[s + 2])
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always")  # inlined into _ctc_batch: its code is compiled and optimised once, not twice
 def _ctc_sample(x, from_log_probs, target, Tn, scale, zero_infinity, grad):
     """Loss of one sample x [T, K] with target [L]; writes scale * d(loss)/dx into grad [T, K]."""
     K = x.shape[1]
@@ -120,10 +122,13 @@ def _ctc_sample(x, from_log_probs, target, Tn, scale, zero_infinity, grad):
     if Tn == 0:
         return 0.0 if (S == 1 or zero_infinity) else np.inf
     ext, skip = _extend(target)
-    y = np.zeros((Tn, K))  # [Tn, K] softmax (zero for log-prob inputs)
-    lpe = np.full((Tn, S + 2), -np.inf)  # [Tn, S + 2] log y_t(l'_s), two -inf pads
+    y = np.empty((Tn, K))  # [Tn, K] softmax (zero for log-prob inputs)
+    lpe = np.empty((Tn, S + 2))  # [Tn, S + 2] log y_t(l'_s), two -inf pads
     for t in range(Tn):
         norm = 0.0
+        for k in range(K):
+            y[t, k] = 0.0
+        lpe[t, S] = lpe[t, S + 1] = -np.inf
         if not from_log_probs:
             m = float(x[t, 0])
             for k in range(1, K):
@@ -170,8 +175,9 @@ def _score_targets(lp, labels, offsets, out):
     for w in range(offsets.shape[0] - 1):
         S = 2 * (offsets[w + 1] - offsets[w]) + 1
         ext, skip = _extend(labels[offsets[w]:offsets[w + 1]])
-        lpe = np.full((Tn, S + 2), -np.inf)  # [T, S + 2]
+        lpe = np.empty((Tn, S + 2))  # [T, S + 2]
         for t in range(Tn):
+            lpe[t, S] = lpe[t, S + 1] = -np.inf
             for s in range(S):
                 lpe[t, s] = lp[t, ext[s]]
         alpha = np.empty((Tn, S + 2))  # [T, S + 2]
