@@ -73,8 +73,10 @@ def test_words_with_separate_score_regions_stay_separate():
     in_a = cols * 4 + 2 < 96
     geo[1, rows[in_a], cols[in_a]] += 90.0  # word A's pixels reach to word B's right edge
     geo[3, rows[~in_a], cols[~in_a]] += 92.0  # word B's pixels reach to word A's left edge
-    boxes, _ = detect_boxes(t.score, geo, 4, (64, 256), 0.5)
+    boxes, _ = detect_boxes(t.score, geo, 4, (64, 256), 0.5, merge_gap=None)
     assert len(boxes) == 2  # the score map splits them; the geometry alone would give one merged box
+    joined, _ = detect_boxes(t.score, geo, 4, (64, 256), 0.5)
+    assert len(joined) == 1  # boxes that overlap this much are taken for fragments of one word (decode step 5)
 
 
 def test_shrink_moves_every_side_by_the_fraction_of_the_short_side():
@@ -115,3 +117,27 @@ def test_iou_loss_without_positives_is_zero_with_zero_gradient():
     loss = aabb_iou_loss(pred, np.ones((1, 4, 2, 2)), np.zeros((1, 1, 2, 2), bool))
     loss.backward()
     assert float(loss.data) == 0.0 and np.all(pred.grad == 0)
+
+
+def test_line_fragments_are_joined_and_separate_words_are_not():
+    from refq.spotter.decode import merge_line_fragments
+
+    boxes = np.array([[10, 10, 60, 30],  # "$15,6"
+                      [58, 11, 90, 29],  # ",673": overlaps the first by 2 px on the same line
+                      [100, 10, 140, 30],  # the next word, 10 px (half a height) after the space
+                      [62, 40, 90, 60]], np.float64)  # a word on the next line, below the fragment
+    scores = np.array([0.9, 0.5, 0.8, 0.7])
+    before = boxes.copy()
+    merged, merged_scores = merge_line_fragments(boxes, scores, max_gap=0.0)
+    np.testing.assert_array_equal(boxes, before)  # inputs untouched
+    np.testing.assert_allclose(merged, [[10, 10, 90, 30], [100, 10, 140, 30], [62, 40, 90, 60]])
+    area_a, area_b = 50 * 20, 32 * 18
+    np.testing.assert_allclose(merged_scores, [(0.9 * area_a + 0.5 * area_b) / (area_a + area_b), 0.8, 0.7])
+    joined, _ = merge_line_fragments(boxes, scores, max_gap=0.6)  # a gap of 0.5 heights now counts as a fragment
+    np.testing.assert_allclose(joined, [[10, 10, 140, 30], [62, 40, 90, 60]])
+    same, _ = merge_line_fragments(boxes, scores, max_gap=None)
+    np.testing.assert_array_equal(same, boxes)
+    default, _ = merge_line_fragments(boxes, scores)  # the shipped threshold: only heavy overlaps (-0.5 heights)
+    np.testing.assert_array_equal(default, boxes)  # a 2 px overlap of 18 px high boxes is not enough
+    fragments = np.array([[10, 10, 60, 30], [45, 11, 90, 29]], np.float64)  # overlap 15 px > 0.5 x 18 px
+    np.testing.assert_allclose(merge_line_fragments(fragments, scores[:2])[0], [[10, 10, 90, 30]])
