@@ -22,6 +22,14 @@ All arrays the intrinsic sees are C-contiguous; the wrappers below create them.
 Cache blocking and threads as in the portable kernel: panels are taken in blocks of ~256 KiB and the
 row tiles of each block are shared out over the Numba threads (prange).
 
+Huge pages for C. A 4 x 16 tile store touches four rows of C, and when N >= 1024 int32 outputs each
+row is a 4 KiB page of its own, so a block of panels sweeps as many pages as A has rows: more than
+the TLB holds. NumPy asks for transparent huge pages (madvise) on arrays of 4 MiB and more, but the
+kernel can only back the 2 MiB-aligned part of an allocation with them, and where mmap places C
+depends on what the process allocated before. That made the same 1024^3 product run at 1.1x or 1.5x
+float32 depending on the shapes run earlier in the process. `_empty_huge` therefore places a large
+C at a 2 MiB boundary inside a slightly larger buffer (at most 2 MiB more).
+
 Availability. x86-64 hosts whose CPU has AVX2 (`AVAILABLE`); elsewhere, when NUMBA_CPU_NAME asks for a
 generic build, or with NUMBA_DISABLE_JIT=1, the GEMM wrappers use the portable kernel.
 
@@ -46,6 +54,7 @@ from refq.kernels.reference import check_gemm_int4, check_gemm_int8
 
 TILE_ROWS, TILE_COLS = 4, 16  # micro-kernel tile of C: rows of A x columns (= one panel of B)
 BLOCK_BYTES = 256 * 1024  # target size of one cache block of panels
+HUGE_PAGE = 1 << 21  # x86-64 transparent huge page, 2 MiB
 
 
 def _host_has_avx2() -> bool:
@@ -174,10 +183,20 @@ def _widen_a(a: np.ndarray, kp: int) -> np.ndarray:
     return a16.view(np.int32)  # [M, 2 kp] int16 -> [M, kp] int32 (little-endian: low half = even k)
 
 
+def _empty_huge(shape: tuple, dtype) -> np.ndarray:
+    """np.empty(shape, dtype), starting at a 2 MiB boundary when it spans at least one huge page."""
+    nbytes = int(np.prod(shape)) * np.dtype(dtype).itemsize
+    if nbytes < HUGE_PAGE:
+        return np.empty(shape, dtype)
+    buf = np.empty(nbytes + HUGE_PAGE, np.uint8)  # >= 4 MiB: NumPy advises huge pages for it
+    start = -buf.ctypes.data % HUGE_PAGE
+    return buf[start:start + nbytes].view(dtype).reshape(shape)
+
+
 def _run(a: np.ndarray, panels: np.ndarray, n: int) -> np.ndarray:
     """C [M, N] from A and the packed panels (computed into a 16-column-padded buffer)."""
     kp = panels.shape[1]
-    c = np.empty((a.shape[0], TILE_COLS * panels.shape[0]), np.int32)  # [M, 16 Q]
+    c = _empty_huge((a.shape[0], TILE_COLS * panels.shape[0]), np.int32)  # [M, 16 Q]
     _matmul_panels(_widen_a(a, kp), panels, c, max(1, BLOCK_BYTES // max(1, 4 * TILE_COLS * kp)))
     return c if c.shape[1] == n else np.ascontiguousarray(c[:, :n])  # [M, 16 Q] -> [M, N]
 

@@ -57,6 +57,21 @@ def test_avx2_kernels_refuse_to_run_without_avx2(monkeypatch):
         avx2.gemm_int4_avx2(np.zeros((1, 2), np.int8), np.zeros((1, 1), np.uint8), 2)
 
 
+def test_large_outputs_start_on_a_huge_page_and_stay_exact(rng):
+    small = avx2._empty_huge((3, 5), np.int32)
+    assert small.shape == (3, 5) and small.dtype == np.int32
+    big = avx2._empty_huge((512, 1040), np.int32)  # 2.1 MB
+    assert big.shape == (512, 1040) and big.dtype == np.int32 and big.flags.c_contiguous and big.flags.writeable
+    assert big.ctypes.data % avx2.HUGE_PAGE == 0
+    if avx2.AVAILABLE:  # a product whose C is large enough for the huge-page path, padded (N = 1030) and not
+        for n in (1024, 1030):
+            a = rng.integers(-128, 128, size=(520, 9), dtype=np.int8)
+            b = rng.integers(-128, 128, size=(n, 9), dtype=np.int8)
+            c = avx2.gemm_int8_avx2(a, b)
+            assert c.shape == (520, n) and c.flags.c_contiguous
+            np.testing.assert_array_equal(c, gemm_int8_ref(a, b))
+
+
 @pytest.mark.skipif(not avx2.AVAILABLE, reason="no AVX2 on this host")
 def test_avx2_tile_rejects_strided_arrays():
     strided = np.zeros((4, 8), np.int32)[:, ::2]
