@@ -89,8 +89,23 @@ def _spot_parser() -> argparse.ArgumentParser:
                    help="CTC decoder (default greedy, or lexicon when --lexicon is given)")
     p.add_argument("--checkpoint", default=None, help="spotter .npz (default: refq/weights/spotter.npz)")
     p.add_argument("--int8", action="store_true", help="run the int8 model (Numba integer GEMMs)")
-    p.add_argument("--score-thresh", type=float, default=0.8, help="score-map threshold (default 0.8)")
+    _add_decoding_options(p)
     return p
+
+
+def _add_decoding_options(p: argparse.ArgumentParser) -> None:
+    """Detection decoding options shared by `refq spot` and `refq spot eval` (defaults: refq.spotter.decode)."""
+    p.add_argument("--score-thresh", type=float, default=0.8, help="score-map threshold (default 0.8)")
+    p.add_argument("--nms-iou", type=float, default=0.2, help="locality-aware NMS IoU (default 0.2)")
+    p.add_argument("--merge-gap", type=float, default=-0.5,
+                   help="join boxes on one line whose horizontal gap is at most this x their height (negative: "
+                        "they must overlap by that much; default -0.5, chosen on validation images)")
+    p.add_argument("--no-merge", action="store_true", help="do not join overlapping boxes on a line")
+
+
+def _decoding_kw(args) -> dict:
+    return {"score_thresh": args.score_thresh, "nms_iou": args.nms_iou,
+            "merge_gap": None if args.no_merge else args.merge_gap}
 
 
 def _read_lexicon(path) -> list[str]:
@@ -130,7 +145,7 @@ def _run_spot(argv: list[str]) -> int:
             raise ValueError(f"image {path} not found")
     images = [np.asarray(Image.open(path).convert("L"), dtype=np.uint8) for path in paths]
     params, cfg = _load_model(args.checkpoint, args.int8)
-    results = spot_images(params, cfg, images, decoder=decoder, lexicon=lexicon, score_thresh=args.score_thresh)
+    results = spot_images(params, cfg, images, decoder=decoder, lexicon=lexicon, **_decoding_kw(args))
     if args.overlay:
         out = Path(args.overlay)
         for path, image, words in zip(paths, images, results):
@@ -160,6 +175,7 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="evaluate the int8 model (Numba integer GEMMs)")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    _add_decoding_options(p)
     return p
 
 
@@ -179,7 +195,7 @@ def _run_eval(argv: list[str]) -> int:
 
         params, cfg = _load_model(args.checkpoint, args.int8)
         _log(f"eval: {'int8' if args.int8 else 'float'} {cfg.tasks} model on {args.data}")
-        result = evaluate_dataset(params, cfg, args.data, limit=args.limit, verbose=True)
+        result = evaluate_dataset(params, cfg, args.data, limit=args.limit, verbose=True, **_decoding_kw(args))
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

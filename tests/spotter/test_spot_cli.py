@@ -93,3 +93,32 @@ def test_decoders_and_int8(data, capsys, extra):
     assert main(["spot", image, "--json", "--checkpoint", str(data / "tiny.npz"), *extra]) == 0
     words = json.loads(capsys.readouterr().out)
     assert words and all(w["text"] == "a" for w in words)
+
+
+def test_merge_options_reach_the_decoder(data, monkeypatch, capsys):
+    import refq.spotter.infer as infer
+    from refq.spotter.decode import LINE_MERGE_GAP
+
+    seen = []
+    real = infer.spot_images
+    monkeypatch.setattr(infer, "spot_images", lambda *a, **kw: seen.append(kw["merge_gap"]) or real(*a, **kw))
+    image, ckpt = str(data / "set" / "img_1.png"), str(data / "tiny.npz")
+    for extra in ([], ["--merge-gap", "0.25"], ["--no-merge"]):
+        assert main(["spot", image, "--json", "--checkpoint", ckpt] + extra) == 0
+    capsys.readouterr()
+    assert seen == [LINE_MERGE_GAP, 0.25, None]  # the CLI default is the decoder's
+
+
+def test_eval_takes_the_decoding_options(data, monkeypatch, capsys):
+    import refq.spotter.infer as infer
+    from refq.spotter.decode import NMS_IOU, SCORE_THRESH
+
+    seen = []
+    real = infer.evaluate_dataset
+    monkeypatch.setattr(infer, "evaluate_dataset", lambda *a, **kw: seen.append(kw) or real(*a, **kw))
+    base = ["spot", "eval", "--data", str(data / "set"), "--checkpoint", str(data / "tiny.npz"), "--json"]
+    assert main(base) == 0
+    assert main(base + ["--no-merge", "--score-thresh", "0.6", "--nms-iou", "0.3"]) == 0
+    capsys.readouterr()
+    assert (seen[0]["score_thresh"], seen[0]["nms_iou"]) == (SCORE_THRESH, NMS_IOU)
+    assert (seen[1]["score_thresh"], seen[1]["nms_iou"], seen[1]["merge_gap"]) == (0.6, 0.3, None)
