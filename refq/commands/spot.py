@@ -175,6 +175,9 @@ def _eval_parser() -> argparse.ArgumentParser:
     p.add_argument("--int8", action="store_true", help="evaluate the int8 model (Numba integer GEMMs)")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    p.add_argument("--errors", action="store_true",
+                   help="also list the end-to-end failures: misread words, missed words, false detections "
+                        "(when the spotter runs, not with --pred)")
     _add_decoding_options(p)
     return p
 
@@ -195,7 +198,8 @@ def _run_eval(argv: list[str]) -> int:
 
         params, cfg = _load_model(args.checkpoint, args.int8)
         _log(f"eval: {'int8' if args.int8 else 'float'} {cfg.tasks} model on {args.data}")
-        result = evaluate_dataset(params, cfg, args.data, limit=args.limit, verbose=True, **_decoding_kw(args))
+        result = evaluate_dataset(params, cfg, args.data, limit=args.limit, verbose=True, errors=args.errors,
+                                  **_decoding_kw(args))
     if args.json:
         print(json.dumps(result, indent=2))
         return 0
@@ -212,6 +216,16 @@ def _run_eval(argv: list[str]) -> int:
               f"1-NED {r['one_minus_ned']:.4f}  ({r['n_words']} words)")
     if "images_per_second" in result:
         print(f"speed: {result['images_per_second']:.1f} images/s")
+    if "errors" in result:
+        e = result["errors"]
+        print(f"end-to-end failures: {len(e['misread'])} misread, {len(e['missed'])} missed, "
+              f"{len(e['false'])} false detections")
+        for r in e["misread"]:
+            print(f"  misread  {r['image']}: {r['gt']!r} read as {r['text']!r} (IoU {r['iou']:.2f})")
+        for r in e["missed"]:
+            print(f"  missed   {r['image']}: {r['gt']!r} (best IoU {r['best_iou']:.2f})")
+        for r in e["false"]:
+            print(f"  false    {r['image']}: {r['text']!r} (score {r['score']:.2f}, best IoU {r['best_iou']:.2f})")
     return 0
 
 

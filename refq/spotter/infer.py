@@ -8,7 +8,9 @@ the ICDAR 2015 layout (spec Sec. 4):
   leading/trailing GT punctuation mark forgiven) of the full pipeline (`decode.spot_batch`);
 * word accuracy, CER and 1 - NED of the recognizer alone on the ground-truth boxes (spec Sec. 4.3,
   lower case and [0-9a-z] only);
-* images per second of the full pipeline (wall clock, batches of `batch_size` images).
+* images per second of the full pipeline (wall clock, batches of `batch_size` images);
+* on request (`errors=True`), what the end-to-end score counted against the model: matched words read
+  wrong, cared words no detection matched, and detections that matched no word (`end_to_end_errors`).
 
 References: refq spotter spec, Sec. 4.1-4.3 and Sec. 5 (one-call API returning box, text, confidence).
 """
@@ -25,7 +27,8 @@ from refq.io.npz import load_with_config
 from refq.pretrained import SPOTTER_NPZ
 from refq.spotter import model as M
 from refq.spotter.decode import recognize, spot_batch
-from refq.spotter.evaluate import Counts, detection_counts, end_to_end_counts, recognition_metrics
+from refq.spotter.evaluate import (Counts, detection_counts, end_to_end_counts, match_words, pairwise_overlaps,
+                                   recognition_metrics, transcription_match)
 from refq.spotter.synth import list_samples, load_sample
 
 
@@ -86,8 +89,37 @@ def score_spotted(words, spotted) -> tuple[Counts, Counts]:
     return det, e2e
 
 
+def end_to_end_errors(words, spotted, names=None) -> dict:
+    """Per-word end-to-end failures of spotted records against GT words (per image lists), as lists of dicts:
+    'misread' (a matched word whose text fails the end-to-end rule), 'missed' (a cared GT word matched by no
+    detection; best IoU of any detection) and 'false' (a cared detection matching no word; best IoU with a GT box).
+    """
+    names = names if names is not None else [str(i) for i in range(len(words))]
+    out = {"misread": [], "missed": [], "false": []}
+    for name, ws, recs in zip(names, words, spotted):
+        gt_boxes = np.array([w.box for w in ws], np.float64).reshape(-1, 4)
+        gt_texts = [w.text for w in ws]
+        det_boxes = np.array([r["box"] for r in recs], np.float64).reshape(-1, 4)
+        m = match_words(gt_boxes, gt_texts, det_boxes)
+        iou, _ = pairwise_overlaps(gt_boxes, det_boxes)  # [N, M]
+        for g, d in m.pairs:
+            if not transcription_match(gt_texts[g], recs[d]["text"]):
+                out["misread"].append({"image": name, "gt": gt_texts[g], "text": recs[d]["text"],
+                                       "iou": round(float(iou[g, d]), 3)})
+        matched_gt, matched_det = {g for g, _ in m.pairs}, {d for _, d in m.pairs}
+        for g in range(len(ws)):
+            if g not in matched_gt and not m.gt_dnc[g]:
+                out["missed"].append({"image": name, "gt": gt_texts[g],
+                                      "best_iou": round(float(iou[g].max()), 3) if len(recs) else 0.0})
+        for d in range(len(recs)):
+            if d not in matched_det and not m.det_dnc[d]:
+                out["false"].append({"image": name, "text": recs[d]["text"], "score": round(recs[d]["score"], 3),
+                                     "best_iou": round(float(iou[:, d].max()), 3) if len(ws) else 0.0})
+    return out
+
+
 def evaluate_arrays(params: dict, cfg: M.SpotterConfig, images, words, batch_size: int = 8,
-                    log=None, **spot_kw) -> dict:
+                    log=None, errors: bool = False, names=None, **spot_kw) -> dict:
     """Detection / end-to-end P/R/F, GT-box word accuracy and CER, and images per second (see module doc)."""
     log = log or (lambda msg: None)
     result = {"n_images": len(images), "tasks": cfg.tasks}
@@ -102,6 +134,8 @@ def evaluate_arrays(params: dict, cfg: M.SpotterConfig, images, words, batch_siz
         det, e2e = score_spotted(words, spotted)
         result.update(detection=det.scores(), end_to_end=e2e.scores() if cfg.has_rec else None,
                       images_per_second=len(images) / seconds, seconds=seconds)
+        if errors and cfg.has_rec:
+            result["errors"] = end_to_end_errors(words, spotted, names)
     if cfg.has_rec:
         preds, gts = recognize_gt(params, cfg, images, words, batch_size)
         result["recognition"] = recognition_metrics(preds, gts) if gts else None
@@ -111,6 +145,6 @@ def evaluate_arrays(params: dict, cfg: M.SpotterConfig, images, words, batch_siz
 def evaluate_dataset(params: dict, cfg: M.SpotterConfig, data_dir, limit: int | None = None,
                      verbose: bool = False, **kw) -> dict:
     """`evaluate_arrays` on the images and gt_img_*.txt files of a dataset folder."""
-    _, images, words = load_arrays(data_dir, limit)
+    names, images, words = load_arrays(data_dir, limit)
     log = (lambda msg: print(msg, file=sys.stderr, flush=True)) if verbose else None
-    return {"data": str(data_dir), **evaluate_arrays(params, cfg, images, words, log=log, **kw)}
+    return {"data": str(data_dir), **evaluate_arrays(params, cfg, images, words, log=log, names=names, **kw)}

@@ -223,3 +223,19 @@ def test_overlay_colours_follow_the_end_to_end_match(tmp_path):
     assert {GREEN, RED, GREY, ORANGE} <= present
     with pytest.raises(ValueError, match="float64"):
         draw_overlay(image.astype(float), preds, tmp_path / "bad.png")
+
+
+def test_end_to_end_errors_lists_each_kind_of_failure():
+    from refq.spotter.infer import end_to_end_errors
+    from refq.spotter.synth import SynthWord
+
+    words = [[SynthWord((0, 0, 40, 10), "Hello", False), SynthWord((50, 0, 90, 10), "world", False),
+              SynthWord((0, 20, 40, 30), "###", True), SynthWord((0, 40, 40, 50), "gone", False)]]
+    spotted = [[{"box": [0, 0, 40, 10], "text": "HELLO", "score": 0.9},  # right, case aside
+                {"box": [52, 0, 90, 10], "text": "wor1d", "score": 0.8},  # matched, misread
+                {"box": [1, 20, 40, 30], "text": "xx", "score": 0.7},  # on a do-not-care word: not counted
+                {"box": [100, 40, 140, 50], "text": "ghost", "score": 0.6}]]  # matches nothing
+    e = end_to_end_errors(words, spotted, ["img_1"])
+    assert e["misread"] == [{"image": "img_1", "gt": "world", "text": "wor1d", "iou": 0.95}]
+    assert e["missed"] == [{"image": "img_1", "gt": "gone", "best_iou": 0.0}]
+    assert [(f["text"], f["best_iou"]) for f in e["false"]] == [("ghost", 0.0)]
