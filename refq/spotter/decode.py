@@ -11,7 +11,7 @@ Detection (EAST Sec. 3.5 adapted to axis-aligned boxes, spec Sec. 1.2 option B):
    (b) each box's left and right edges are re-estimated from the candidate pixels nearest to them
    (`refine_edges`), since a pixel far from an edge of a long word cannot see it;
 4. the box score is the mean pixel score of its merged candidates; boxes are clipped to the image;
-5. refq's addition (c): boxes on one text line that overlap by more than half the line height are
+5. refq's addition (c): boxes on one text line that overlap by at least half the line height are
    joined (`merge_line_fragments`). The score map dips over low punctuation inside a word
    ("$15,673", "$183.02"), which cuts its region in two, and each piece's geometry reaches into the
    other; two words of a line are separated by a space, and their boxes overlap less if at all.
