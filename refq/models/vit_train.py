@@ -84,6 +84,11 @@ def train(cfg: vit.ViTConfig, x_train: np.ndarray, y_train: np.ndarray, x_test: 
         initial = {k: np.array(v, np.float32) for k, v in init.items()}  # copies: init is never modified
     params = vit.as_tensors(initial, requires_grad=True)
     average = {k: v.copy() for k, v in initial.items()} if ema > 0 else None
+
+    def weights() -> dict:
+        """What is evaluated and returned: the moving average if kept, else the current iterate."""
+        return average if average is not None else {k: v.data for k, v in params.items()}
+
     opt = AdamW(list(params.values()), lr=lr, weight_decay=weight_decay)
     steps_per_epoch = len(x_train) // batch_size
     if steps_per_epoch == 0:
@@ -112,7 +117,7 @@ def train(cfg: vit.ViTConfig, x_train: np.ndarray, y_train: np.ndarray, x_test: 
             if s % 50 == 0:
                 log(f"epoch {epoch + 1}/{epochs} step {s}/{steps_per_epoch} loss {np.mean(losses[-50:]):.4f} "
                     f"lr {opt.lr:.2e} ({time.time() - start:.0f} s)")
-        arrays = average if average is not None else {k: v.data for k, v in params.items()}
+        arrays = weights()
         last = epoch + 1 == epochs
         n_eval = len(x_test) if last else min(len(x_test), eval_subset)  # the full test set only at the end
         acc = accuracy(arrays, cfg, x_test[:n_eval], y_test[:n_eval])
@@ -120,5 +125,4 @@ def train(cfg: vit.ViTConfig, x_train: np.ndarray, y_train: np.ndarray, x_test: 
                         "seconds": round(time.time() - start, 1)})
         log(f"epoch {epoch + 1}: train loss {np.mean(losses):.4f}, test top-1 {100 * acc:.2f}% "
             f"on {n_eval} images ({time.time() - start:.0f} s)")
-    final = average if average is not None else {k: v.data for k, v in params.items()}
-    return {k: v.astype(np.float32) for k, v in final.items()}, history
+    return {k: v.astype(np.float32) for k, v in weights().items()}, history

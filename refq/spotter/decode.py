@@ -86,6 +86,19 @@ def refine_edges(boxes: np.ndarray, cand: np.ndarray, cand_scores: np.ndarray, d
     return out
 
 
+def _fragment_pair(boxes: list, max_gap: float, min_overlap: float) -> tuple[int, int] | None:
+    """The first pair (i < j) of boxes on one line that are close enough to be one word (see below), or None."""
+    for i in range(len(boxes)):
+        for j in range(i + 1, len(boxes)):
+            a, b = boxes[i], boxes[j]
+            height = min(a[3] - a[1], b[3] - b[1])
+            v_overlap = min(a[3], b[3]) - max(a[1], b[1])
+            gap = max(a[0], b[0]) - min(a[2], b[2])  # negative when they overlap horizontally
+            if v_overlap >= min_overlap * height and gap <= max_gap * height:
+                return i, j
+    return None
+
+
 def merge_line_fragments(boxes: np.ndarray, scores: np.ndarray, max_gap: float | None = LINE_MERGE_GAP,
                          min_overlap: float = LINE_MIN_OVERLAP) -> tuple[np.ndarray, np.ndarray]:
     """Join boxes [K, 4] that are pieces of one word on a line; returns (boxes [K', 4], scores [K']).
@@ -99,25 +112,13 @@ def merge_line_fragments(boxes: np.ndarray, scores: np.ndarray, max_gap: float |
         return boxes, scores
     boxes, scores = [b for b in np.asarray(boxes, np.float64)], list(np.asarray(scores, np.float64))
     areas = [float((b[2] - b[0]) * (b[3] - b[1])) for b in boxes]
-    merged = True
-    while merged:
-        merged = False
-        for i in range(len(boxes)):
-            for j in range(i + 1, len(boxes)):
-                a, b = boxes[i], boxes[j]
-                height = min(a[3] - a[1], b[3] - b[1])
-                v_overlap = min(a[3], b[3]) - max(a[1], b[1])
-                gap = max(a[0], b[0]) - min(a[2], b[2])
-                if v_overlap >= min_overlap * height and gap <= max_gap * height:
-                    total = areas[i] + areas[j]
-                    scores[i] = (scores[i] * areas[i] + scores[j] * areas[j]) / total if total > 0 else scores[i]
-                    boxes[i] = np.concatenate([np.minimum(a[:2], b[:2]), np.maximum(a[2:], b[2:])])  # union
-                    areas[i] = total
-                    del boxes[j], scores[j], areas[j]
-                    merged = True
-                    break
-            if merged:
-                break
+    while (pair := _fragment_pair(boxes, max_gap, min_overlap)) is not None:
+        i, j = pair
+        total = areas[i] + areas[j]
+        scores[i] = (scores[i] * areas[i] + scores[j] * areas[j]) / total if total > 0 else scores[i]
+        boxes[i] = np.concatenate([np.minimum(boxes[i][:2], boxes[j][:2]), np.maximum(boxes[i][2:], boxes[j][2:])])
+        areas[i] = total
+        del boxes[j], scores[j], areas[j]
     return np.array(boxes).reshape(-1, 4), np.array(scores)
 
 

@@ -77,13 +77,18 @@ def recognize_gt(params: dict, cfg: M.SpotterConfig, images, words, batch_size: 
     return preds, gts
 
 
+def _image_arrays(ws, recs) -> tuple[np.ndarray, list[str], np.ndarray]:
+    """GT boxes [N, 4], GT texts [N] and detected boxes [M, 4] of one image's GT words and spotted records."""
+    gt_boxes = np.array([w.box for w in ws], np.float64).reshape(-1, 4)
+    det_boxes = np.array([r["box"] for r in recs], np.float64).reshape(-1, 4)
+    return gt_boxes, [w.text for w in ws], det_boxes
+
+
 def score_spotted(words, spotted) -> tuple[Counts, Counts]:
     """Dataset-level detection and end-to-end counts of spotted records against GT words (per image lists)."""
     det, e2e = Counts(), Counts()
     for ws, recs in zip(words, spotted):
-        gt_boxes = np.array([w.box for w in ws], np.float64).reshape(-1, 4)
-        gt_texts = [w.text for w in ws]
-        det_boxes = np.array([r["box"] for r in recs], np.float64).reshape(-1, 4)
+        gt_boxes, gt_texts, det_boxes = _image_arrays(ws, recs)
         det = det + detection_counts(gt_boxes, gt_texts, det_boxes)
         e2e = e2e + end_to_end_counts(gt_boxes, gt_texts, det_boxes, [r["text"] for r in recs])
     return det, e2e
@@ -97,9 +102,7 @@ def end_to_end_errors(words, spotted, names=None) -> dict:
     names = names if names is not None else [str(i) for i in range(len(words))]
     out = {"misread": [], "missed": [], "false": []}
     for name, ws, recs in zip(names, words, spotted):
-        gt_boxes = np.array([w.box for w in ws], np.float64).reshape(-1, 4)
-        gt_texts = [w.text for w in ws]
-        det_boxes = np.array([r["box"] for r in recs], np.float64).reshape(-1, 4)
+        gt_boxes, gt_texts, det_boxes = _image_arrays(ws, recs)
         m = match_words(gt_boxes, gt_texts, det_boxes)
         iou, _ = pairwise_overlaps(gt_boxes, det_boxes)  # [N, M]
         for g, d in m.pairs:
