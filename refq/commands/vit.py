@@ -37,6 +37,16 @@ def register(subparsers) -> None:
                         "0.999) and evaluate and save the average instead of the last iterate (default 0: off)")
     t.set_defaults(func=_train)
 
+    a = sub.add_parser("average", help="average the weights of several ViT checkpoints (a uniform model soup)",
+                       description="Average the weights of refq ViT checkpoints of one architecture, element by "
+                                   "element with equal weights (the uniform soup of Wortsman et al. 2022), evaluate "
+                                   "the average on the Fashion-MNIST test set and save it with a manifest that "
+                                   "records each ingredient's command chain. Meant for fine-tunes of one ancestor.")
+    a.add_argument("checkpoints", nargs="+", help="refq ViT .npz checkpoints (at least two)")
+    a.add_argument("--out", required=True, help="output .npz path")
+    a.add_argument("--data", default=None, help="folder with the Fashion-MNIST IDX files")
+    a.set_defaults(func=_average)
+
     e = sub.add_parser("eval", help="top-1 of a ViT checkpoint on the Fashion-MNIST test set",
                        description="Evaluate a refq ViT checkpoint (default: the shipped one).")
     e.add_argument("--checkpoint", default=None, help="refq .npz checkpoint (default: the shipped ViT)")
@@ -116,6 +126,34 @@ def _train(args) -> int:
                             if k in init_manifest}
     save_npz(args.out, params, manifest)
     print(json.dumps({"out": args.out, "test_top1": history[-1]["test_top1"]}))
+    return 0
+
+
+def _average(args) -> int:
+    from refq.data import fashion_mnist as fm
+    from refq.io.npz import save_npz
+    from refq.models.vit import normalize_images
+    from refq.models.vit_train import accuracy, average_weights
+    from refq.pretrained import load_vit
+
+    if len(args.checkpoints) < 2:
+        raise ValueError(f"refq vit average needs at least two checkpoints, got {args.checkpoints}")
+    loaded = [load_vit(path) for path in args.checkpoints]
+    cfg = loaded[0][1]
+    for path, (_, other, _) in zip(args.checkpoints[1:], loaded[1:]):
+        if other != cfg:
+            raise ValueError(f"{path} has config {other.to_dict()}, {args.checkpoints[0]} has {cfg.to_dict()}")
+    params = average_weights([p for p, _, _ in loaded])
+    x, y = fm.load("test", args.data)
+    print(f"averaging {len(loaded)} checkpoints; evaluating on {len(y)} test images", file=sys.stderr)
+    top1 = accuracy(params, cfg, normalize_images(x[:, None], cfg), y)
+    manifest = {"config": cfg.to_dict(), "command": "refq " + " ".join(shlex.quote(a) for a in args.argv_all),
+                "test_top1": top1,
+                "soup": [{"path": path, **{k: m[k] for k in ("command", "seed", "test_top1", "history", "init", "soup")
+                                           if k in m}} for path, (_, _, m) in zip(args.checkpoints, loaded)]}
+    save_npz(args.out, params, manifest)
+    print(json.dumps({"out": args.out, "test_top1": top1,
+                      "ingredients_top1": [m.get("test_top1") for _, _, m in loaded]}))
     return 0
 
 

@@ -6,7 +6,9 @@ decay, random-crop (pad 2) and horizontal-flip augmentation, cross-entropy.
 Recipe in the spirit of DeiT (Touvron et al. 2021, Sec. 6: AdamW, cosine schedule,
 warm-up), scaled down to a 28x28 input. Optionally the weights are averaged along the
 trajectory by an exponential moving average (Polyak & Juditsky 1992; DeiT's model EMA),
-and the average is what gets evaluated and returned.
+and the average is what gets evaluated and returned. `average_weights` is the other kind of
+averaging: a uniform average of finished checkpoints fine-tuned from a common ancestor (the
+"uniform soup" of Wortsman et al. 2022, "Model soups", Sec. 2).
 """
 from __future__ import annotations
 
@@ -58,6 +60,24 @@ def ema_update(average: dict, params: dict, decay: float) -> dict:
     """One step of the exponential moving average: decay * average + (1 - decay) * params, as new arrays."""
     assert average.keys() == params.keys()
     return {k: (decay * average[k] + (1.0 - decay) * params[k]).astype(np.float32) for k in average}
+
+
+def average_weights(checkpoints: list[dict]) -> dict:
+    """Uniform average of weight dicts with the same names and shapes (a uniform model soup), in float64,
+    returned as new float32 arrays. Meant for runs that share an ancestor, which keeps them in one basin."""
+    if not checkpoints:
+        raise ValueError("average_weights needs at least one checkpoint, got none")
+    names = checkpoints[0].keys()
+    for i, params in enumerate(checkpoints[1:], start=1):
+        if params.keys() != names:
+            raise ValueError(f"checkpoint {i} has parameters {sorted(params.keys() ^ names)} that checkpoint 0 "
+                             "does not share (or lacks)")
+        for k in names:
+            if params[k].shape != checkpoints[0][k].shape:
+                raise ValueError(f"checkpoint {i}: {k} has shape {params[k].shape}, checkpoint 0 has "
+                                 f"{checkpoints[0][k].shape}")
+    return {k: (sum(params[k].astype(np.float64) for params in checkpoints) / len(checkpoints)).astype(np.float32)
+            for k in names}
 
 
 def train(cfg: vit.ViTConfig, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,

@@ -74,3 +74,62 @@ def test_training_with_ema_returns_the_average_of_init_and_trajectory():
     assert any(not np.allclose(last[k], init[k]) for k in init)  # the step moved the weights
     with pytest.raises(ValueError, match="ema=1.0"):
         train(cfg, x, y, x, y, np.random.default_rng(2), ema=1.0, **kw)
+
+
+def test_average_weights_is_the_elementwise_mean_and_leaves_its_inputs_alone():
+    from refq.models.vit_train import average_weights
+
+    a = {"w": np.array([1.0, 3.0], np.float32), "b": np.array([0.5], np.float32)}
+    b = {"w": np.array([3.0, -1.0], np.float32), "b": np.array([0.0], np.float32)}
+    c = {"w": np.array([2.0, 1.0], np.float32), "b": np.array([1.0], np.float32)}
+    out = average_weights([a, b, c])
+    np.testing.assert_allclose(out["w"], [2.0, 1.0])  # (1 + 3 + 2) / 3, (3 - 1 + 1) / 3
+    np.testing.assert_allclose(out["b"], [0.5])
+    assert out["w"].dtype == np.float32 and out["w"] is not a["w"]
+    np.testing.assert_array_equal(a["w"], [1.0, 3.0])
+    np.testing.assert_array_equal(b["w"], [3.0, -1.0])
+    same = average_weights([a, a])
+    np.testing.assert_array_equal(same["w"], a["w"])
+    with pytest.raises(ValueError, match="none"):
+        average_weights([])
+    with pytest.raises(ValueError, match=r"\['b'\]"):
+        average_weights([a, {"w": a["w"]}])
+    with pytest.raises(ValueError, match=r"w has shape \(3,\)"):
+        average_weights([a, {"w": np.zeros(3, np.float32), "b": a["b"]}])
+
+
+def _tiny_checkpoint(path, seed, embed_dim=16):
+    from refq.io.npz import save_npz
+    from refq.models import vit
+
+    cfg = vit.ViTConfig(img_size=28, patch_size=7, in_chans=1, num_classes=10, embed_dim=embed_dim, depth=1,
+                        num_heads=2, mean=(fm.MEAN,), std=(fm.STD,))
+    params = vit.init_params(cfg, np.random.default_rng(seed))
+    save_npz(path, params, {"config": cfg.to_dict(), "command": f"made by a test, seed {seed}", "seed": seed,
+                            "test_top1": 0.1})
+    return params
+
+
+def test_average_command_saves_the_mean_its_ingredients_and_a_top1_that_eval_confirms(tmp_path, capsys):
+    first, second = _tiny_checkpoint(tmp_path / "a.npz", 1), _tiny_checkpoint(tmp_path / "b.npz", 2)
+    out = tmp_path / "soup.npz"
+    assert main(["vit", "average", str(tmp_path / "a.npz"), str(tmp_path / "b.npz"), "--out", str(out)]) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    params, manifest = load_npz(out)
+    for k in first:
+        np.testing.assert_allclose(params[k], (first[k] + second[k]) / 2, rtol=1e-6, atol=1e-7)
+    assert [m["command"] for m in manifest["soup"]] == ["made by a test, seed 1", "made by a test, seed 2"]
+    assert manifest["command"].startswith("refq vit average") and manifest["test_top1"] == record["test_top1"]
+    assert main(["vit", "eval", "--checkpoint", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["top1"] == record["test_top1"]
+
+
+def test_average_command_refuses_one_checkpoint_or_mixed_architectures(tmp_path, capsys):
+    _tiny_checkpoint(tmp_path / "a.npz", 1)
+    _tiny_checkpoint(tmp_path / "wide.npz", 2, embed_dim=32)
+    out = tmp_path / "soup.npz"
+    assert main(["vit", "average", str(tmp_path / "a.npz"), "--out", str(out)]) == 2
+    assert "at least two" in capsys.readouterr().err
+    assert main(["vit", "average", str(tmp_path / "a.npz"), str(tmp_path / "wide.npz"), "--out", str(out)]) == 2
+    assert "wide.npz has config" in capsys.readouterr().err
+    assert not out.exists()
