@@ -26,6 +26,10 @@ def register(subparsers) -> None:
     t.add_argument("--heads", type=int, default=3)
     t.add_argument("--patch", type=int, default=4)
     t.add_argument("--limit", type=int, default=None, help="use only the first N training images (smoke tests)")
+    t.add_argument("--val-size", type=int, default=0,
+                   help="hold out N training images (a fixed split, the same for every seed) and monitor top-1 on "
+                        "them each epoch; the test set is then evaluated only at the end (default 0: monitor on "
+                        "the first 2,000 test images, as the shipped ViT was trained)"),
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--augment", choices=("crop-flip", "flip", "none"), default="crop-flip",
                    help="training augmentation: random 2-px shift + horizontal flip (default), flip only, none")
@@ -96,7 +100,7 @@ def _train(args) -> int:
     from refq.data import fashion_mnist as fm
     from refq.io.npz import save_npz
     from refq.models.vit import ViTConfig, normalize_images
-    from refq.models.vit_train import train
+    from refq.models.vit_train import train, val_split
 
     cfg = ViTConfig(img_size=28, patch_size=args.patch, in_chans=1, num_classes=10, embed_dim=args.embed_dim,
                     depth=args.depth, num_heads=args.heads, mean=(fm.MEAN,), std=(fm.STD,))
@@ -104,6 +108,11 @@ def _train(args) -> int:
     x_test, y_test = fm.load("test", args.data)
     if args.limit:
         x_train, y_train = x_train[:args.limit], y_train[:args.limit]
+    x_val = y_val = None
+    if args.val_size:
+        train_idx, val_idx = val_split(len(x_train), args.val_size)
+        x_val, y_val = normalize_images(x_train[val_idx][:, None], cfg), y_train[val_idx]
+        x_train, y_train = x_train[train_idx], y_train[train_idx]
     init, init_manifest = None, None
     if args.init:
         from refq.pretrained import load_vit
@@ -111,22 +120,38 @@ def _train(args) -> int:
         init, init_cfg, init_manifest = load_vit(args.init)
         if init_cfg != cfg:
             raise ValueError(f"--init {args.init} has config {init_cfg.to_dict()}, not {cfg.to_dict()}")
+        if args.val_size and _val_size(init_manifest) != args.val_size:
+            raise ValueError(f"--init {args.init} was trained with --val-size {_val_size(init_manifest)}, not "
+                             f"{args.val_size}: it has seen (some of) the images this run would validate on")
     rng = np.random.default_rng(args.seed)
-    print(f"training ViT {cfg.to_dict()} on {len(x_train)} images, seed {args.seed}"
+    print(f"training ViT {cfg.to_dict()} on {len(x_train)} images"
+          + (f" ({args.val_size} more held out for validation)" if args.val_size else "") + f", seed {args.seed}"
           + (f", from {args.init}" if args.init else ""), file=sys.stderr)
     params, history = train(cfg, normalize_images(x_train[:, None], cfg), y_train,
                             normalize_images(x_test[:, None], cfg), y_test, rng,
                             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                             weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, init=init,
-                            augmentation=args.augment, ema=args.ema)
+                            augmentation=args.augment, ema=args.ema, x_val=x_val, y_val=y_val)
     manifest = {"config": cfg.to_dict(), "command": "refq " + " ".join(shlex.quote(a) for a in args.argv_all),
                 "seed": args.seed, "test_top1": history[-1]["test_top1"], "history": history}
+    if args.val_size:
+        manifest["val_size"], manifest["val_top1"] = args.val_size, history[-1]["val_top1"]
     if init_manifest is not None:  # the chain of commands that made the weights
-        manifest["init"] = {k: init_manifest[k] for k in ("command", "seed", "test_top1", "history", "init")
-                            if k in init_manifest}
+        kept = ("command", "seed", "test_top1", "history", "init", "val_size")
+        manifest["init"] = {k: init_manifest[k] for k in kept if k in init_manifest}
     save_npz(args.out, params, manifest)
-    print(json.dumps({"out": args.out, "test_top1": history[-1]["test_top1"]}))
+    print(json.dumps({"out": args.out, "test_top1": history[-1]["test_top1"],
+                      **({"val_top1": history[-1]["val_top1"]} if args.val_size else {})}))
     return 0
+
+
+def _val_size(manifest: dict) -> int:
+    """Training images a checkpoint held out, over its whole --init chain (0: none, or not the same in every stage)."""
+    sizes = set()
+    while manifest:
+        sizes.add(manifest.get("val_size", 0))
+        manifest = manifest.get("init")
+    return sizes.pop() if len(sizes) == 1 else 0
 
 
 def _average(args) -> int:

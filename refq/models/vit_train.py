@@ -8,7 +8,8 @@ warm-up), scaled down to a 28x28 input. Optionally the weights are averaged alon
 trajectory by an exponential moving average (Polyak & Juditsky 1992; DeiT's model EMA),
 and the average is what gets evaluated and returned. `average_weights` is the other kind of
 averaging: a uniform average of finished checkpoints fine-tuned from a common ancestor (the
-"uniform soup" of Wortsman et al. 2022, "Model soups", Sec. 2).
+"uniform soup" of Wortsman et al. 2022, "Model soups", Sec. 2). `val_split` holds out a fixed
+part of the training images, so that choices between runs need not be made on the test set.
 """
 from __future__ import annotations
 
@@ -24,6 +25,18 @@ from refq.models import vit
 
 
 AUGMENTATIONS = ("crop-flip", "flip", "none")
+VAL_SPLIT_SEED = 20261124  # fixed, not the run's seed: every stage of a chain holds out the same images
+
+
+def val_split(n: int, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train indices, validation indices) of n training images, `size` of them held out for validation.
+
+    The split depends only on (n, size), so a fine-tune started from a checkpoint trained with the same
+    split never sees that checkpoint's validation images. Both index arrays are sorted."""
+    if not 0 < size < n:
+        raise ValueError(f"val_split: size={size}, expected 0 < size < {n} (the number of training images)")
+    order = np.random.default_rng(VAL_SPLIT_SEED).permutation(n)
+    return np.sort(order[size:]), np.sort(order[:size])
 
 
 def augment(x: np.ndarray, rng: np.random.Generator, pad: int = 2) -> np.ndarray:
@@ -84,14 +97,20 @@ def train(cfg: vit.ViTConfig, x_train: np.ndarray, y_train: np.ndarray, x_test: 
           rng: np.random.Generator, epochs: int = 15, batch_size: int = 128, lr: float = 1e-3,
           weight_decay: float = 0.05, warmup_epochs: float = 1.0, eval_subset: int = 2000,
           log=None, init: dict | None = None, augmentation: str = "crop-flip",
-          ema: float = 0.0) -> tuple[dict, list[dict]]:
+          ema: float = 0.0, x_val: np.ndarray | None = None,
+          y_val: np.ndarray | None = None) -> tuple[dict, list[dict]]:
     """Train from scratch (or from `init` params); returns (float32 params, per-epoch history).
 
     x_* are normalised float32 images. The init arrays are copied, never modified. augmentation:
     'crop-flip' (shift by up to 2 px and flip), 'flip' (horizontal flip only) or 'none'. ema in (0, 1): keep
     an exponential moving average of the weights after every step (starting from the initial weights); it is
     evaluated each epoch and returned instead of the last iterate. ema=0: no averaging.
+    Monitoring: with (x_val, y_val), every epoch reports top-1 on the whole validation set and the test set
+    is evaluated once, at the end; without, every epoch reports top-1 on the first `eval_subset` test images
+    (the full test set at the end), which makes the test set double as the monitor.
     """
+    if (x_val is None) != (y_val is None):
+        raise ValueError("train: give both x_val and y_val, or neither")
     if augmentation not in AUGMENTATIONS:
         raise ValueError(f"train: augmentation={augmentation!r}, expected one of {AUGMENTATIONS}")
     if not 0.0 <= ema < 1.0:
@@ -140,9 +159,19 @@ def train(cfg: vit.ViTConfig, x_train: np.ndarray, y_train: np.ndarray, x_test: 
         arrays = weights()
         last = epoch + 1 == epochs
         n_eval = len(x_test) if last else min(len(x_test), eval_subset)  # the full test set only at the end
-        acc = accuracy(arrays, cfg, x_test[:n_eval], y_test[:n_eval])
-        history.append({"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "test_top1": acc, "n_eval": n_eval,
-                        "seconds": round(time.time() - start, 1)})
-        log(f"epoch {epoch + 1}: train loss {np.mean(losses):.4f}, test top-1 {100 * acc:.2f}% "
-            f"on {n_eval} images ({time.time() - start:.0f} s)")
+        record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses))}
+        if x_val is not None:
+            record["val_top1"] = accuracy(arrays, cfg, x_val, y_val)
+            record["n_val"] = len(y_val)
+            n_eval = len(x_test) if last else 0
+        if n_eval:
+            record["test_top1"] = accuracy(arrays, cfg, x_test[:n_eval], y_test[:n_eval])
+            record["n_eval"] = n_eval
+        record["seconds"] = round(time.time() - start, 1)
+        history.append(record)
+        shown = [f"{what} top-1 {100 * record[key]:.2f}% on {record[n]} images"
+                 for what, key, n in (("validation", "val_top1", "n_val"), ("test", "test_top1", "n_eval"))
+                 if key in record]
+        log(f"epoch {epoch + 1}: train loss {np.mean(losses):.4f}, " + ", ".join(shown)
+            + f" ({time.time() - start:.0f} s)")
     return {k: v.astype(np.float32) for k, v in weights().items()}, history

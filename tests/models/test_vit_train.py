@@ -133,3 +133,54 @@ def test_average_command_refuses_one_checkpoint_or_mixed_architectures(tmp_path,
     assert main(["vit", "average", str(tmp_path / "a.npz"), str(tmp_path / "wide.npz"), "--out", str(out)]) == 2
     assert "wide.npz has config" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_val_split_is_a_fixed_partition():
+    from refq.models.vit_train import val_split
+
+    train_idx, val_idx = val_split(100, 20)
+    assert len(val_idx) == 20 and len(train_idx) == 80
+    np.testing.assert_array_equal(np.sort(np.concatenate([train_idx, val_idx])), np.arange(100))
+    again_train, again_val = val_split(100, 20)
+    np.testing.assert_array_equal(again_val, val_idx)  # the same split every time, whatever the run's seed
+    assert not np.array_equal(val_idx, np.arange(80, 100))  # shuffled, not the tail of the file
+    for bad in (0, 100, -3):
+        with pytest.raises(ValueError, match=f"size={bad}"):
+            val_split(100, bad)
+
+
+def test_training_with_a_validation_set_monitors_it_and_tests_only_at_the_end():
+    from refq.models import vit
+    from refq.models.vit_train import train
+
+    cfg = vit.ViTConfig(img_size=8, patch_size=4, in_chans=1, num_classes=3, embed_dim=8, depth=1, num_heads=2)
+    data = np.random.default_rng(0)
+    x, y = data.standard_normal((16, 1, 8, 8)).astype(np.float32), data.integers(0, 3, 16)
+    _, history = train(cfg, x[:8], y[:8], x[8:], y[8:], np.random.default_rng(1), epochs=2, batch_size=8,
+                       augmentation="none", log=lambda m: None, x_val=x[8:12], y_val=y[8:12])
+    assert [h["n_val"] for h in history] == [4, 4] and all(0 <= h["val_top1"] <= 1 for h in history)
+    assert "test_top1" not in history[0] and history[1]["n_eval"] == 8
+    with pytest.raises(ValueError, match="x_val and y_val"):
+        train(cfg, x[:8], y[:8], x[8:], y[8:], np.random.default_rng(1), epochs=1, batch_size=8, x_val=x[8:12])
+
+
+def test_val_size_is_recorded_and_guards_fine_tunes_against_leaks(tmp_path, capsys):
+    held = tmp_path / "held.npz"
+    argv = ["vit", "train", "--out", str(held), "--epochs", "1", "--val-size", "512"] + TINY
+    assert main(argv) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    _, manifest = load_npz(held)
+    assert manifest["val_size"] == 512 and manifest["val_top1"] == record["val_top1"]
+    assert manifest["history"][-1]["n_val"] == 512 and manifest["history"][-1]["n_eval"] == 10000
+
+    fine = ["vit", "train", "--out", str(tmp_path / "fine.npz"), "--epochs", "1", "--warmup-epochs", "0"] + TINY
+    assert main(fine + ["--init", str(held), "--val-size", "512"]) == 0  # same split: allowed
+    capsys.readouterr()
+    assert load_npz(tmp_path / "fine.npz")[1]["init"]["val_size"] == 512
+    assert main(fine + ["--init", str(held), "--val-size", "256"]) == 2
+    assert "--val-size 512, not 256" in capsys.readouterr().err
+    _tiny_checkpoint(tmp_path / "all.npz", 1)  # held nothing out: every training image may have been seen
+    tiny_cfg = ["--embed-dim", "16", "--depth", "1", "--heads", "2", "--patch", "7"]
+    assert main(["vit", "train", "--out", str(tmp_path / "x.npz"), "--init", str(tmp_path / "all.npz"),
+                 "--val-size", "512", "--limit", "1024", "--batch-size", "32"] + tiny_cfg) == 2
+    assert "--val-size 0, not 512" in capsys.readouterr().err
