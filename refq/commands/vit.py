@@ -29,7 +29,7 @@ def register(subparsers) -> None:
     t.add_argument("--val-size", type=int, default=0,
                    help="hold out N training images (a fixed split, the same for every seed) and monitor top-1 on "
                         "them each epoch; the test set is then evaluated only at the end (default 0: monitor on "
-                        "the first 2,000 test images, as the shipped ViT was trained)"),
+                        "the first 2,000 test images, as the shipped ViT was trained)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--augment", choices=("crop-flip", "flip", "none"), default="crop-flip",
                    help="training augmentation: random 2-px shift + horizontal flip (default), flip only, none")
