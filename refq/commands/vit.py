@@ -132,17 +132,39 @@ def _train(args) -> int:
                             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                             weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, init=init,
                             augmentation=args.augment, ema=args.ema, x_val=x_val, y_val=y_val)
-    manifest = {"config": cfg.to_dict(), "command": "refq " + " ".join(shlex.quote(a) for a in args.argv_all),
+    manifest = {"config": cfg.to_dict(), "command": _command_line(args),
                 "seed": args.seed, "test_top1": history[-1]["test_top1"], "history": history}
     if args.val_size:
         manifest["val_size"], manifest["val_top1"] = args.val_size, history[-1]["val_top1"]
     if init_manifest is not None:  # the chain of commands that made the weights
-        kept = ("command", "seed", "test_top1", "history", "init", "val_size")
-        manifest["init"] = {k: init_manifest[k] for k in kept if k in init_manifest}
+        manifest["init"] = _lineage(init_manifest)
     save_npz(args.out, params, manifest)
     print(json.dumps({"out": args.out, "test_top1": history[-1]["test_top1"],
                       **({"val_top1": history[-1]["val_top1"]} if args.val_size else {})}))
     return 0
+
+
+def _command_line(args) -> str:
+    """The command that made a file, for its manifest."""
+    return "refq " + " ".join(shlex.quote(a) for a in args.argv_all)
+
+
+def _lineage(manifest: dict) -> dict:
+    """What a checkpoint made from another one keeps of that one's manifest: how it was made, recursively."""
+    kept = ("command", "seed", "test_top1", "history", "val_size", "init", "soup")
+    return {k: manifest[k] for k in kept if k in manifest}
+
+
+def _test_top1(params: dict, cfg, data, limit: int | None = None) -> tuple[float, int]:
+    """(top-1, number of images) of a ViT on the Fashion-MNIST test set (its first `limit` images)."""
+    from refq.data import fashion_mnist as fm
+    from refq.models.vit import normalize_images
+    from refq.models.vit_train import accuracy
+
+    x, y = fm.load("test", data)
+    if limit:
+        x, y = x[:limit], y[:limit]
+    return accuracy(params, cfg, normalize_images(x[:, None], cfg), y), len(y)
 
 
 def _val_size(manifest: dict) -> int:
@@ -155,10 +177,8 @@ def _val_size(manifest: dict) -> int:
 
 
 def _average(args) -> int:
-    from refq.data import fashion_mnist as fm
     from refq.io.npz import save_npz
-    from refq.models.vit import normalize_images
-    from refq.models.vit_train import accuracy, average_weights
+    from refq.models.vit_train import average_weights
     from refq.pretrained import load_vit
 
     if len(args.checkpoints) < 2:
@@ -169,13 +189,10 @@ def _average(args) -> int:
         if other != cfg:
             raise ValueError(f"{path} has config {other.to_dict()}, {args.checkpoints[0]} has {cfg.to_dict()}")
     params = average_weights([p for p, _, _ in loaded])
-    x, y = fm.load("test", args.data)
-    print(f"averaging {len(loaded)} checkpoints; evaluating on {len(y)} test images", file=sys.stderr)
-    top1 = accuracy(params, cfg, normalize_images(x[:, None], cfg), y)
-    manifest = {"config": cfg.to_dict(), "command": "refq " + " ".join(shlex.quote(a) for a in args.argv_all),
-                "test_top1": top1,
-                "soup": [{"path": path, **{k: m[k] for k in ("command", "seed", "test_top1", "history", "init", "soup")
-                                           if k in m}} for path, (_, _, m) in zip(args.checkpoints, loaded)]}
+    print(f"averaged {len(loaded)} checkpoints; evaluating on the test set", file=sys.stderr)
+    top1, _ = _test_top1(params, cfg, args.data)
+    manifest = {"config": cfg.to_dict(), "command": _command_line(args), "test_top1": top1,
+                "soup": [{"path": path, **_lineage(m)} for path, (_, _, m) in zip(args.checkpoints, loaded)]}
     save_npz(args.out, params, manifest)
     print(json.dumps({"out": args.out, "test_top1": top1,
                       "ingredients_top1": [m.get("test_top1") for _, _, m in loaded]}))
@@ -183,20 +200,14 @@ def _average(args) -> int:
 
 
 def _eval(args) -> int:
-    from refq.data import fashion_mnist as fm
-    from refq.models.vit import normalize_images
-    from refq.models.vit_train import accuracy
     from refq.pretrained import load_vit
 
-    params, cfg, manifest = load_vit(args.checkpoint)
-    x, y = fm.load("test", args.data)
-    if args.limit:
-        x, y = x[:args.limit], y[:args.limit]
-    acc = accuracy(params, cfg, normalize_images(x[:, None], cfg), y)
+    params, cfg, _ = load_vit(args.checkpoint)
+    acc, n = _test_top1(params, cfg, args.data, args.limit)
     if args.json:
-        print(json.dumps({"top1": acc, "n": len(y)}))
+        print(json.dumps({"top1": acc, "n": n}))
     else:
-        print(f"top-1 {100 * acc:.2f}% on {len(y)} Fashion-MNIST test images")
+        print(f"top-1 {100 * acc:.2f}% on {n} Fashion-MNIST test images")
     return 0
 
 

@@ -157,21 +157,19 @@ def train(cfg: vit.ViTConfig, x_train: np.ndarray, y_train: np.ndarray, x_test: 
                 log(f"epoch {epoch + 1}/{epochs} step {s}/{steps_per_epoch} loss {np.mean(losses[-50:]):.4f} "
                     f"lr {opt.lr:.2e} ({time.time() - start:.0f} s)")
         arrays = weights()
-        last = epoch + 1 == epochs
-        n_eval = len(x_test) if last else min(len(x_test), eval_subset)  # the full test set only at the end
-        record = {"epoch": epoch + 1, "train_loss": float(np.mean(losses))}
+        if epoch + 1 == epochs:
+            n_eval = len(x_test)  # the full test set only at the end
+        else:
+            n_eval = 0 if x_val is not None else min(len(x_test), eval_subset)  # the test subset as monitor
+        record, shown = {"epoch": epoch + 1, "train_loss": float(np.mean(losses))}, []
         if x_val is not None:
-            record["val_top1"] = accuracy(arrays, cfg, x_val, y_val)
-            record["n_val"] = len(y_val)
-            n_eval = len(x_test) if last else 0
+            record["val_top1"], record["n_val"] = accuracy(arrays, cfg, x_val, y_val), len(y_val)
+            shown.append(f"validation top-1 {100 * record['val_top1']:.2f}% on {len(y_val)} images")
         if n_eval:
             record["test_top1"] = accuracy(arrays, cfg, x_test[:n_eval], y_test[:n_eval])
             record["n_eval"] = n_eval
+            shown.append(f"test top-1 {100 * record['test_top1']:.2f}% on {n_eval} images")
         record["seconds"] = round(time.time() - start, 1)
         history.append(record)
-        shown = [f"{what} top-1 {100 * record[key]:.2f}% on {record[n]} images"
-                 for what, key, n in (("validation", "val_top1", "n_val"), ("test", "test_top1", "n_eval"))
-                 if key in record]
-        log(f"epoch {epoch + 1}: train loss {np.mean(losses):.4f}, " + ", ".join(shown)
-            + f" ({time.time() - start:.0f} s)")
+        log(f"epoch {epoch + 1}: train loss {np.mean(losses):.4f}, {', '.join(shown)} ({time.time() - start:.0f} s)")
     return {k: v.astype(np.float32) for k, v in weights().items()}, history
