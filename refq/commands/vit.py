@@ -34,11 +34,22 @@ def register(subparsers) -> None:
     t.add_argument("--augment", choices=("crop-flip", "flip", "none"), default="crop-flip",
                    help="training augmentation: random 2-px shift + horizontal flip (default), flip only, none")
     t.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up before the cosine decay")
-    t.add_argument("--init", default=None, help="start from this refq ViT checkpoint (same architecture) "
+    t.add_argument("--init", default=None, help="start from this refq checkpoint (same architecture) "
                                                "instead of a random initialisation")
     t.add_argument("--ema", type=float, default=0.0,
                    help="keep an exponential moving average of the weights with this decay per step (e.g. "
                         "0.999) and evaluate and save the average instead of the last iterate (default 0: off)")
+    t.add_argument("--arch", choices=("vit", "cnn"), default="vit",
+                   help="vit (default) or cnn: the small convnet used as a distillation teacher (refq.models.cnn)")
+    t.add_argument("--channels", type=int, nargs="+", default=[32, 64, 128],
+                   help="--arch cnn: width of each 3x3 conv stage (default: 32 64 128)")
+    t.add_argument("--teacher", default=None,
+                   help="distil from this refq checkpoint (a --arch cnn or ViT model; DeiT Sec. 4, through the "
+                        "class token)")
+    t.add_argument("--distill", choices=("hard", "soft"), default="hard",
+                   help="with --teacher: hard-label (DeiT Eq. 3, default) or soft (Eq. 2) distillation")
+    t.add_argument("--distill-weight", type=float, default=0.5, help="--distill soft: weight of the KL term")
+    t.add_argument("--distill-tau", type=float, default=1.0, help="--distill soft: temperature")
     t.set_defaults(func=_train)
 
     a = sub.add_parser("average", help="average the weights of several ViT checkpoints (a uniform model soup)",
@@ -99,11 +110,16 @@ def _train(args) -> int:
 
     from refq.data import fashion_mnist as fm
     from refq.io.npz import save_npz
+    from refq.models.cnn import CNNConfig
     from refq.models.vit import ViTConfig, normalize_images
     from refq.models.vit_train import train, val_split
 
-    cfg = ViTConfig(img_size=28, patch_size=args.patch, in_chans=1, num_classes=10, embed_dim=args.embed_dim,
-                    depth=args.depth, num_heads=args.heads, mean=(fm.MEAN,), std=(fm.STD,))
+    if args.arch == "cnn":
+        cfg = CNNConfig(img_size=28, in_chans=1, num_classes=10, channels=tuple(args.channels),
+                        mean=(fm.MEAN,), std=(fm.STD,))
+    else:
+        cfg = ViTConfig(img_size=28, patch_size=args.patch, in_chans=1, num_classes=10, embed_dim=args.embed_dim,
+                        depth=args.depth, num_heads=args.heads, mean=(fm.MEAN,), std=(fm.STD,))
     x_train, y_train = fm.load("train", args.data)
     x_test, y_test = fm.load("test", args.data)
     if args.limit:
@@ -115,29 +131,42 @@ def _train(args) -> int:
         x_train, y_train = x_train[train_idx], y_train[train_idx]
     init, init_manifest = None, None
     if args.init:
-        from refq.pretrained import load_vit
-
-        init, init_cfg, init_manifest = load_vit(args.init)
+        init, init_cfg, init_manifest = load_model(args.init)
         if init_cfg != cfg:
             raise ValueError(f"--init {args.init} has config {init_cfg.to_dict()}, not {cfg.to_dict()}")
         if args.val_size and _val_size(init_manifest) != args.val_size:
             raise ValueError(f"--init {args.init} was trained with --val-size {_val_size(init_manifest)}, not "
                              f"{args.val_size}: it has seen (some of) the images this run would validate on")
+    teacher, teacher_manifest = None, None
+    if args.teacher:
+        t_params, t_cfg, teacher_manifest = load_model(args.teacher)
+        if (t_cfg.img_size, t_cfg.in_chans, t_cfg.num_classes, t_cfg.mean, t_cfg.std) != \
+                (cfg.img_size, cfg.in_chans, cfg.num_classes, cfg.mean, cfg.std):
+            raise ValueError(f"--teacher {args.teacher}: input or classes differ from the student's "
+                             f"({t_cfg.to_dict()} vs {cfg.to_dict()})")
+        if args.val_size and _val_size(teacher_manifest) != args.val_size:
+            raise ValueError(f"--teacher {args.teacher} was trained with --val-size {_val_size(teacher_manifest)}, "
+                             f"not {args.val_size}: it has seen (some of) the images this run would validate on")
+        teacher = (t_params, t_cfg)
     rng = np.random.default_rng(args.seed)
-    print(f"training ViT {cfg.to_dict()} on {len(x_train)} images"
+    print(f"training {args.arch.upper()} {cfg.to_dict()} on {len(x_train)} images"
           + (f" ({args.val_size} more held out for validation)" if args.val_size else "") + f", seed {args.seed}"
-          + (f", from {args.init}" if args.init else ""), file=sys.stderr)
+          + (f", from {args.init}" if args.init else "")
+          + (f", distilling ({args.distill}) from {args.teacher}" if args.teacher else ""), file=sys.stderr)
     params, history = train(cfg, normalize_images(x_train[:, None], cfg), y_train,
                             normalize_images(x_test[:, None], cfg), y_test, rng,
                             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                             weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, init=init,
-                            augmentation=args.augment, ema=args.ema, x_val=x_val, y_val=y_val)
+                            augmentation=args.augment, ema=args.ema, x_val=x_val, y_val=y_val, teacher=teacher,
+                            distill=args.distill, distill_weight=args.distill_weight, distill_tau=args.distill_tau)
     manifest = {"config": cfg.to_dict(), "command": _command_line(args),
                 "seed": args.seed, "test_top1": history[-1]["test_top1"], "history": history}
     if args.val_size:
         manifest["val_size"], manifest["val_top1"] = args.val_size, history[-1]["val_top1"]
     if init_manifest is not None:  # the chain of commands that made the weights
         manifest["init"] = _lineage(init_manifest)
+    if teacher_manifest is not None:
+        manifest["teacher"] = {"path": args.teacher, **_lineage(teacher_manifest)}
     save_npz(args.out, params, manifest)
     print(json.dumps({"out": args.out, "test_top1": history[-1]["test_top1"],
                       **({"val_top1": history[-1]["val_top1"]} if args.val_size else {})}))
@@ -151,8 +180,20 @@ def _command_line(args) -> str:
 
 def _lineage(manifest: dict) -> dict:
     """What a checkpoint made from another one keeps of that one's manifest: how it was made, recursively."""
-    kept = ("command", "seed", "test_top1", "history", "val_size", "init", "soup")
+    kept = ("command", "seed", "test_top1", "history", "val_size", "init", "soup", "teacher")
     return {k: manifest[k] for k in kept if k in manifest}
+
+
+def load_model(path: str) -> tuple[dict, object, dict]:
+    """(params, config, manifest) of a refq ViT or CNN checkpoint (by the manifest's config 'arch')."""
+    from refq.io.npz import load_npz, load_with_config
+    from refq.models import cnn
+    from refq.pretrained import load_vit
+
+    _, manifest = load_npz(path)
+    if manifest.get("config", {}).get("arch") == "cnn":
+        return load_with_config(path, cnn.CNNConfig, cnn.check_params, "CNN")
+    return load_vit(path)
 
 
 def _test_top1(params: dict, cfg, data, limit: int | None = None) -> tuple[float, int]:
@@ -200,9 +241,9 @@ def _average(args) -> int:
 
 
 def _eval(args) -> int:
-    from refq.pretrained import load_vit
+    from refq.pretrained import VIT_FMNIST
 
-    params, cfg, _ = load_vit(args.checkpoint)
+    params, cfg, _ = load_model(args.checkpoint or str(VIT_FMNIST))
     acc, n = _test_top1(params, cfg, args.data, args.limit)
     if args.json:
         print(json.dumps({"top1": acc, "n": n}))

@@ -60,6 +60,8 @@ class ViTConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> "ViTConfig":
+        if d.get("arch", "vit") != "vit":
+            raise ValueError(f"ViTConfig.from_dict: arch {d.get('arch')!r}, not a ViT checkpoint")
         known = {k: tuple(v) if isinstance(v, list) else v for k, v in d.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 

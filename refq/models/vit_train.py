@@ -10,6 +10,8 @@ and the average is what gets evaluated and returned. `average_weights` is the ot
 averaging: a uniform average of finished checkpoints fine-tuned from a common ancestor (the
 "uniform soup" of Wortsman et al. 2022, "Model soups", Sec. 2). `val_split` holds out a fixed
 part of the training images, so that choices between runs need not be made on the test set.
+The same loop trains the convnet teacher (refq.models.cnn) and, given a teacher, distils it into the ViT
+(DeiT Sec. 4, through the class token; losses in refq.models.distill).
 """
 from __future__ import annotations
 
@@ -21,7 +23,8 @@ import numpy as np
 from refq.autograd import Tensor, no_grad
 from refq.autograd import functional as F
 from refq.autograd.optim import AdamW, warmup_cosine_lr
-from refq.models import vit
+from refq.models import cnn, vit
+from refq.models.distill import DISTILLATIONS, distillation_loss
 
 
 AUGMENTATIONS = ("crop-flip", "flip", "none")
@@ -53,17 +56,29 @@ def augment(x: np.ndarray, rng: np.random.Generator, pad: int = 2) -> np.ndarray
     return out
 
 
-def predict(params: dict, cfg: vit.ViTConfig, x: np.ndarray, batch_size: int = 500,
+def model_of(cfg):
+    """The model module (init_params, check_params, forward) that a config belongs to."""
+    if isinstance(cfg, vit.ViTConfig):
+        return vit
+    if isinstance(cfg, cnn.CNNConfig):
+        return cnn
+    raise ValueError(f"model_of: unknown config type {type(cfg).__name__}")
+
+
+def predict(params: dict, cfg, x: np.ndarray, batch_size: int = 500,
             ops: vit.LayerOps = vit.FLOAT_OPS) -> np.ndarray:
-    """Logits for normalised images x [N, C, H, W], in batches, without a graph."""
+    """Logits of a ViT (through `ops`) or CNN for normalised images x [N, C, H, W], in batches, without a graph."""
     out = []
     with no_grad():
         for s in range(0, len(x), batch_size):
-            out.append(vit.forward(params, cfg, Tensor(x[s:s + batch_size]), ops=ops).data)
+            xb = Tensor(x[s:s + batch_size])
+            logits = vit.forward(params, cfg, xb, ops=ops) if isinstance(cfg, vit.ViTConfig) else \
+                model_of(cfg).forward(params, cfg, xb)
+            out.append(logits.data)
     return np.concatenate(out) if out else np.zeros((0, cfg.num_classes), np.float32)
 
 
-def accuracy(params: dict, cfg: vit.ViTConfig, x: np.ndarray, y: np.ndarray, batch_size: int = 500,
+def accuracy(params: dict, cfg, x: np.ndarray, y: np.ndarray, batch_size: int = 500,
              ops: vit.LayerOps = vit.FLOAT_OPS) -> float:
     """Top-1 accuracy in [0, 1]."""
     return float((predict(params, cfg, x, batch_size, ops).argmax(-1) == y).mean())
@@ -93,13 +108,15 @@ def average_weights(checkpoints: list[dict]) -> dict:
             for k in names}
 
 
-def train(cfg: vit.ViTConfig, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+def train(cfg, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
           rng: np.random.Generator, epochs: int = 15, batch_size: int = 128, lr: float = 1e-3,
           weight_decay: float = 0.05, warmup_epochs: float = 1.0, eval_subset: int = 2000,
           log=None, init: dict | None = None, augmentation: str = "crop-flip",
           ema: float = 0.0, x_val: np.ndarray | None = None,
-          y_val: np.ndarray | None = None) -> tuple[dict, list[dict]]:
-    """Train from scratch (or from `init` params); returns (float32 params, per-epoch history).
+          y_val: np.ndarray | None = None, teacher: tuple | None = None, distill: str = "hard",
+          distill_weight: float = 0.5, distill_tau: float = 1.0) -> tuple[dict, list[dict]]:
+    """Train a ViT or CNN (by cfg's type) from scratch (or from `init` params); returns (float32 params,
+    per-epoch history).
 
     x_* are normalised float32 images. The init arrays are copied, never modified. augmentation:
     'crop-flip' (shift by up to 2 px and flip), 'flip' (horizontal flip only) or 'none'. ema in (0, 1): keep
@@ -108,6 +125,8 @@ def train(cfg: vit.ViTConfig, x_train: np.ndarray, y_train: np.ndarray, x_test: 
     Monitoring: with (x_val, y_val), every epoch reports top-1 on the whole validation set and the test set
     is evaluated once, at the end; without, every epoch reports top-1 on the first `eval_subset` test images
     (the full test set at the end), which makes the test set double as the monitor.
+    teacher=(params, cfg) of a frozen model: the loss becomes `distillation_loss(distill, ...)` on the teacher's
+    logits for the same augmented batch (distill_weight and distill_tau apply to 'soft').
     """
     if (x_val is None) != (y_val is None):
         raise ValueError("train: give both x_val and y_val, or neither")
@@ -115,13 +134,18 @@ def train(cfg: vit.ViTConfig, x_train: np.ndarray, y_train: np.ndarray, x_test: 
         raise ValueError(f"train: augmentation={augmentation!r}, expected one of {AUGMENTATIONS}")
     if not 0.0 <= ema < 1.0:
         raise ValueError(f"train: ema={ema}, expected a decay in [0, 1)")
+    if distill not in DISTILLATIONS:
+        raise ValueError(f"train: distill={distill!r}, expected one of {DISTILLATIONS}")
+    model = model_of(cfg)
+    if teacher is not None:
+        model_of(teacher[1]).check_params(teacher[0], teacher[1])
     log = log or (lambda msg: print(msg, file=sys.stderr, flush=True))
     if init is None:
-        initial = vit.init_params(cfg, rng)
+        initial = model.init_params(cfg, rng)
     else:
-        vit.check_params(init, cfg)
+        model.check_params(init, cfg)
         initial = {k: np.array(v, np.float32) for k, v in init.items()}  # copies: init is never modified
-    params = vit.as_tensors(initial, requires_grad=True)
+    params = {k: Tensor(v, requires_grad=True) for k, v in initial.items()}
     average = {k: v.copy() for k, v in initial.items()} if ema > 0 else None
 
     def weights() -> dict:
@@ -143,8 +167,12 @@ def train(cfg: vit.ViTConfig, x_train: np.ndarray, y_train: np.ndarray, x_test: 
             xb = x_train[idx]  # [B, 1, 28, 28]
             if augmentation != "none":
                 xb = augment(xb, rng, pad=2 if augmentation == "crop-flip" else 0)
-            xb = Tensor(xb)
-            loss = F.cross_entropy(vit.forward(params, cfg, xb), y_train[idx])
+            logits = model.forward(params, cfg, Tensor(xb))  # [B, classes]
+            if teacher is None:
+                loss = F.cross_entropy(logits, y_train[idx])
+            else:
+                loss = distillation_loss(distill, logits, y_train[idx], predict(*teacher, xb, len(xb)),
+                                         distill_weight, distill_tau)
             opt.zero_grad()
             loss.backward()
             opt.lr = warmup_cosine_lr(step, warmup, total, lr)

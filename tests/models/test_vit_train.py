@@ -7,6 +7,7 @@ import pytest
 from refq.cli import main
 from refq.data import fashion_mnist as fm
 from refq.io.npz import load_npz
+from refq.pretrained import load_vit
 
 pytestmark = pytest.mark.skipif(not (fm.DEFAULT_ROOT / "t10k-images-idx3-ubyte.gz").exists(),
                                 reason=f"Fashion-MNIST not installed in {fm.DEFAULT_ROOT} "
@@ -184,3 +185,31 @@ def test_val_size_is_recorded_and_guards_fine_tunes_against_leaks(tmp_path, caps
     assert main(["vit", "train", "--out", str(tmp_path / "x.npz"), "--init", str(tmp_path / "all.npz"),
                  "--val-size", "512", "--limit", "1024", "--batch-size", "32"] + tiny_cfg) == 2
     assert "--val-size 0, not 512" in capsys.readouterr().err
+
+
+def test_cnn_teacher_trains_evaluates_and_distils_into_a_vit(tmp_path, capsys):
+    teacher = tmp_path / "cnn.npz"
+    argv = ["vit", "train", "--arch", "cnn", "--channels", "4", "8", "8", "--out", str(teacher), "--epochs", "1",
+            "--limit", "2048", "--batch-size", "32", "--lr", "3e-3", "--val-size", "512", "--seed", "0"]
+    assert main(argv) == 0
+    record = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert record["val_top1"] > 0.4 and record["test_top1"] > 0.4  # chance is 0.1
+    _, manifest = load_npz(teacher)
+    assert manifest["config"]["arch"] == "cnn" and manifest["config"]["channels"] == [4, 8, 8]
+    assert main(["vit", "eval", "--checkpoint", str(teacher), "--limit", "500", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["n"] == 500
+
+    student = tmp_path / "vit.npz"
+    argv = ["vit", "train", "--out", str(student), "--epochs", "1", "--teacher", str(teacher)] + TINY
+    assert main(argv) == 0
+    capsys.readouterr()
+    _, manifest = load_npz(student)
+    assert manifest["teacher"]["path"] == str(teacher) and manifest["teacher"]["val_size"] == 512
+    assert "--distill" not in manifest["command"]  # the default, hard, is what ran
+    # a teacher that held out another split has trained on this run's validation images
+    refused = ["vit", "train", "--out", str(tmp_path / "x.npz"), "--epochs", "1", "--val-size", "256",
+               "--teacher", str(teacher)] + TINY
+    assert main(refused) == 2
+    assert "--teacher" in capsys.readouterr().err and not (tmp_path / "x.npz").exists()
+    with pytest.raises(ValueError, match="not a ViT"):
+        load_vit(teacher)
