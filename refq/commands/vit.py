@@ -149,7 +149,7 @@ def _train(args) -> int:
                              f"not {args.val_size}: it has seen (some of) the images this run would validate on")
         teacher = (t_params, t_cfg)
     rng = np.random.default_rng(args.seed)
-    print(f"training {args.arch.upper()} {cfg.to_dict()} on {len(x_train)} images"
+    print(f"training {dict(vit='ViT', cnn='CNN')[args.arch]} {cfg.to_dict()} on {len(x_train)} images"
           + (f" ({args.val_size} more held out for validation)" if args.val_size else "") + f", seed {args.seed}"
           + (f", from {args.init}" if args.init else "")
           + (f", distilling ({args.distill}) from {args.teacher}" if args.teacher else ""), file=sys.stderr)
