@@ -50,6 +50,9 @@ def register(subparsers) -> None:
                    help="with --teacher: hard-label (DeiT Eq. 3, default) or soft (Eq. 2) distillation")
     t.add_argument("--distill-weight", type=float, default=0.5, help="--distill soft: weight of the KL term")
     t.add_argument("--distill-tau", type=float, default=1.0, help="--distill soft: temperature")
+    t.add_argument("--resume", action="store_true",
+                   help="continue an interrupted run from OUT's .state.npz (written after every epoch, removed at "
+                        "the end); give the same arguments as the interrupted command")
     t.set_defaults(func=_train)
 
     a = sub.add_parser("average", help="average the weights of several ViT checkpoints (a uniform model soup)",
@@ -109,7 +112,7 @@ def _train(args) -> int:
     import numpy as np
 
     from refq.data import fashion_mnist as fm
-    from refq.io.npz import save_npz
+    from refq.io.npz import load_npz, save_npz
     from refq.models.cnn import CNNConfig
     from refq.models.vit import ViTConfig, normalize_images
     from refq.models.vit_train import train, val_split
@@ -148,6 +151,21 @@ def _train(args) -> int:
             raise ValueError(f"--teacher {args.teacher} was trained with --val-size {_val_size(teacher_manifest)}, "
                              f"not {args.val_size}: it has seen (some of) the images this run would validate on")
         teacher = (t_params, t_cfg)
+    state_path, resume = _state_path(args.out), None
+    command = _command_line(args).replace(" --resume", "")
+    if args.resume:
+        if not state_path.exists():
+            raise ValueError(f"--resume: no saved state {state_path} (it is written after each epoch of a run "
+                             "with --out " + args.out + ")")
+        arrays, meta = load_npz(state_path)
+        if meta.get("command") != command:
+            raise ValueError(f"--resume: {state_path} was written by `{meta.get('command')}`, not `{command}`; "
+                             "resume with the same arguments")
+        resume = (arrays, meta)
+
+    def save_state(arrays: dict, meta: dict) -> None:
+        save_npz(state_path, arrays, {**meta, "command": command})
+
     rng = np.random.default_rng(args.seed)
     print(f"training {dict(vit='ViT', cnn='CNN')[args.arch]} {cfg.to_dict()} on {len(x_train)} images"
           + (f" ({args.val_size} more held out for validation)" if args.val_size else "") + f", seed {args.seed}"
@@ -158,8 +176,9 @@ def _train(args) -> int:
                             epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                             weight_decay=args.weight_decay, warmup_epochs=args.warmup_epochs, init=init,
                             augmentation=args.augment, ema=args.ema, x_val=x_val, y_val=y_val, teacher=teacher,
-                            distill=args.distill, distill_weight=args.distill_weight, distill_tau=args.distill_tau)
-    manifest = {"config": cfg.to_dict(), "command": _command_line(args),
+                            distill=args.distill, distill_weight=args.distill_weight, distill_tau=args.distill_tau,
+                            resume=resume, on_epoch=save_state)
+    manifest = {"config": cfg.to_dict(), "command": command, **({"resumed": True} if args.resume else {}),
                 "seed": args.seed, "test_top1": history[-1]["test_top1"], "history": history}
     if args.val_size:
         manifest["val_size"], manifest["val_top1"] = args.val_size, history[-1]["val_top1"]
@@ -168,9 +187,18 @@ def _train(args) -> int:
     if teacher_manifest is not None:
         manifest["teacher"] = {"path": args.teacher, **_lineage(teacher_manifest)}
     save_npz(args.out, params, manifest)
+    state_path.unlink(missing_ok=True)
     print(json.dumps({"out": args.out, "test_top1": history[-1]["test_top1"],
                       **({"val_top1": history[-1]["val_top1"]} if args.val_size else {})}))
     return 0
+
+
+def _state_path(out: str):
+    """Where `refq vit train --out OUT` keeps its state between epochs: OUT with the suffix .state.npz."""
+    from pathlib import Path
+
+    out = Path(out)
+    return out.with_name(out.stem + ".state.npz")
 
 
 def _command_line(args) -> str:

@@ -10,6 +10,8 @@ and the average is what gets evaluated and returned. `average_weights` is the ot
 averaging: a uniform average of finished checkpoints fine-tuned from a common ancestor (the
 "uniform soup" of Wortsman et al. 2022, "Model soups", Sec. 2). `val_split` holds out a fixed
 part of the training images, so that choices between runs need not be made on the test set.
+`train` can hand its full state to a callback after every epoch and continue from such a state,
+bit for bit as if it had not stopped (`resume`), so that runs of hours survive an interruption.
 The same loop trains the convnet teacher (refq.models.cnn) and, given a teacher, distils it into the ViT
 (DeiT Sec. 4, through the class token; losses in refq.models.distill).
 """
@@ -108,13 +110,44 @@ def average_weights(checkpoints: list[dict]) -> dict:
             for k in names}
 
 
+BIT_GENERATORS = ("PCG64", "PCG64DXSM", "Philox", "SFC64", "MT19937")
+
+
+def training_state(params: dict, opt, average: dict | None, rng: np.random.Generator, epoch: int, step: int,
+                   history: list, elapsed: float) -> tuple[dict, dict]:
+    """(arrays, meta) that `train(resume=...)` continues from: weights, AdamW moments, the moving average,
+    the generator's state, the epochs done and the history so far. Arrays are copies."""
+    arrays = {}
+    for (name, p), state in zip(params.items(), opt.state):
+        arrays["params:" + name] = p.data.copy()
+        for moment in ("m", "v"):
+            if moment in state:
+                arrays[f"adam_{moment}:" + name] = np.array(state[moment], copy=True)
+    for name, v in (average or {}).items():
+        arrays["ema:" + name] = v.copy()
+    meta = {"epoch": epoch, "step": step, "adam_t": {n: st.get("t", 0) for n, st in zip(params, opt.state)},
+            "rng": rng.bit_generator.state, "history": [dict(h) for h in history], "elapsed": elapsed}
+    return arrays, meta
+
+
+def _restore_rng(state: dict) -> np.random.Generator:
+    """A new Generator in the saved state (the caller's generator is left alone)."""
+    name = state.get("bit_generator")
+    if name not in BIT_GENERATORS:
+        raise ValueError(f"resume: bit generator {name!r}, expected one of {BIT_GENERATORS}")
+    bit_generator = getattr(np.random, name)()
+    bit_generator.state = state
+    return np.random.Generator(bit_generator)
+
+
 def train(cfg, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
           rng: np.random.Generator, epochs: int = 15, batch_size: int = 128, lr: float = 1e-3,
           weight_decay: float = 0.05, warmup_epochs: float = 1.0, eval_subset: int = 2000,
           log=None, init: dict | None = None, augmentation: str = "crop-flip",
           ema: float = 0.0, x_val: np.ndarray | None = None,
           y_val: np.ndarray | None = None, teacher: tuple | None = None, distill: str = "hard",
-          distill_weight: float = 0.5, distill_tau: float = 1.0) -> tuple[dict, list[dict]]:
+          distill_weight: float = 0.5, distill_tau: float = 1.0, resume: tuple | None = None,
+          on_epoch=None) -> tuple[dict, list[dict]]:
     """Train a ViT or CNN (by cfg's type) from scratch (or from `init` params); returns (float32 params,
     per-epoch history).
 
@@ -127,6 +160,8 @@ def train(cfg, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_t
     (the full test set at the end), which makes the test set double as the monitor.
     teacher=(params, cfg) of a frozen model: the loss becomes `distillation_loss(distill, ...)` on the teacher's
     logits for the same augmented batch (distill_weight and distill_tau apply to 'soft').
+    Interruption: after every epoch but the last, on_epoch(arrays, meta) receives `training_state(...)`;
+    resume=(arrays, meta) from it continues with the next epoch (the same arguments must be given).
     """
     if (x_val is None) != (y_val is None):
         raise ValueError("train: give both x_val and y_val, or neither")
@@ -158,8 +193,29 @@ def train(cfg, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_t
         raise ValueError(f"train: {len(x_train)} training images is less than one batch of batch_size={batch_size}")
     total = epochs * steps_per_epoch
     warmup = min(int(warmup_epochs * steps_per_epoch), total - 1)
-    history, step, start = [], 0, time.time()
-    for epoch in range(epochs):
+    history, step, first_epoch, start = [], 0, 0, time.time()
+    if resume is not None:
+        arrays, meta = resume
+        want = {"params:" + k for k in initial} | ({"ema:" + k for k in initial} if ema > 0 else set())
+        have = {k for k in arrays if k.startswith(("params:", "ema:"))}
+        if want != have:
+            raise ValueError(f"resume: the saved state lacks {sorted(want - have)[:3]} and has {sorted(have - want)[:3]}"
+                             " that this run does not (another model, or --ema differs)")
+        if not 0 < meta["epoch"] < epochs:
+            raise ValueError(f"resume: the saved state is after epoch {meta['epoch']} of a run of {epochs} epochs")
+        for (name, p), state in zip(params.items(), opt.state):
+            if arrays["params:" + name].shape != p.data.shape:
+                raise ValueError(f"resume: {name} has shape {arrays['params:' + name].shape} in the saved state, "
+                                 f"the model needs {p.data.shape}")
+            p.data = arrays["params:" + name].astype(np.float32)
+            if meta["adam_t"][name]:
+                state.update(t=meta["adam_t"][name], m=arrays["adam_m:" + name], v=arrays["adam_v:" + name])
+        if average is not None:
+            average = {k: arrays["ema:" + k].astype(np.float32) for k in initial}
+        rng, step, first_epoch = _restore_rng(meta["rng"]), meta["step"], meta["epoch"]
+        history, start = [dict(h) for h in meta["history"]], time.time() - meta["elapsed"]
+        log(f"resuming after epoch {first_epoch} of {epochs} (step {step})")
+    for epoch in range(first_epoch, epochs):
         order = rng.permutation(len(x_train))
         losses = []
         for s in range(steps_per_epoch):
@@ -200,4 +256,6 @@ def train(cfg, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_t
         record["seconds"] = round(time.time() - start, 1)
         history.append(record)
         log(f"epoch {epoch + 1}: train loss {np.mean(losses):.4f}, {', '.join(shown)} ({time.time() - start:.0f} s)")
+        if on_epoch is not None and epoch + 1 < epochs:
+            on_epoch(*training_state(params, opt, average, rng, epoch + 1, step, history, time.time() - start))
     return {k: v.astype(np.float32) for k, v in weights().items()}, history

@@ -143,3 +143,29 @@ def test_a_cnn_teacher_learns_and_a_vit_student_distils_from_it():
     assert accuracy(s_params, s_cfg, x_test, y_test) > 0.8  # follows the teacher, not the (inverted) labels
     with pytest.raises(ValueError, match="distill='medium'"):
         train(s_cfg, x, y, x_test, y_test, rng, epochs=1, teacher=(t_params, t_cfg), distill="medium", **quiet)
+
+
+def test_training_resumed_from_an_epoch_state_ends_bit_for_bit_where_an_uninterrupted_run_ends():
+    rng = np.random.default_rng(0)
+    x, y = _stripes(128, rng)
+    cfg = vit.ViTConfig(img_size=8, patch_size=4, num_classes=2, embed_dim=8, depth=1, num_heads=2)
+    kwargs = dict(log=lambda msg: None, augmentation="crop-flip", batch_size=32, warmup_epochs=0.5, epochs=3,
+                  lr=3e-3, ema=0.9)
+    saved = []
+    straight, history = train(cfg, x, y, x, y, np.random.default_rng(5),
+                              on_epoch=lambda arrays, meta: saved.append((arrays, meta)), **kwargs)
+    assert [meta["epoch"] for _, meta in saved] == [1, 2]  # after every epoch but the last
+    snapshot = {k: v.copy() for k, v in saved[0][0].items()}
+    caller_rng = np.random.default_rng(99)
+    resumed, history_b = train(cfg, x, y, x, y, caller_rng, resume=saved[0], **kwargs)
+    assert straight.keys() == resumed.keys()
+    assert all(np.array_equal(straight[k], resumed[k]) for k in straight)
+    assert [h["train_loss"] for h in history] == [h["train_loss"] for h in history_b]
+    assert all(np.array_equal(snapshot[k], saved[0][0][k]) for k in snapshot)  # the state is not modified
+    with pytest.raises(ValueError, match="ema differs"):
+        train(cfg, x, y, x, y, caller_rng, resume=saved[0], **{**kwargs, "ema": 0.0})
+    wider = vit.ViTConfig(img_size=8, patch_size=4, num_classes=2, embed_dim=12, depth=1, num_heads=2)
+    with pytest.raises(ValueError, match="shape"):
+        train(wider, x, y, x, y, caller_rng, resume=saved[0], **kwargs)
+    with pytest.raises(ValueError, match="epoch 2 of a run of 2"):
+        train(cfg, x, y, x, y, caller_rng, resume=saved[1], **{**kwargs, "epochs": 2})

@@ -213,3 +213,36 @@ def test_cnn_teacher_trains_evaluates_and_distils_into_a_vit(tmp_path, capsys):
     assert "--teacher" in capsys.readouterr().err and not (tmp_path / "x.npz").exists()
     with pytest.raises(ValueError, match="not a ViT"):
         load_vit(teacher)
+
+
+def test_an_interrupted_run_resumes_from_its_state_file_to_the_same_weights(tmp_path, capsys, monkeypatch):
+    from refq.models import vit_train
+
+    argv = ["vit", "train", "--epochs", "2", "--seed", "4", "--limit", "1024"] + TINY[:8] + ["--batch-size", "64"]
+    whole = tmp_path / "whole.npz"
+    assert main(argv + ["--out", str(whole)]) == 0
+    assert not (tmp_path / "whole.state.npz").exists()  # removed once the run has finished
+
+    real_augment, calls = vit_train.augment, []
+
+    def interrupted_augment(*args, **kwargs):  # stop the run in its second epoch (16 steps per epoch)
+        calls.append(1)
+        if len(calls) > 20:
+            raise KeyboardInterrupt
+        return real_augment(*args, **kwargs)
+
+    cut = tmp_path / "cut.npz"
+    monkeypatch.setattr(vit_train, "augment", interrupted_augment)
+    with pytest.raises(KeyboardInterrupt):
+        main(argv + ["--out", str(cut)])
+    monkeypatch.setattr(vit_train, "augment", real_augment)
+    assert not cut.exists() and (tmp_path / "cut.state.npz").exists()
+    assert main(argv + ["--out", str(cut), "--seed", "5", "--resume"]) == 2  # other arguments: refused
+    assert "same arguments" in capsys.readouterr().err
+    assert main(argv + ["--out", str(cut), "--resume"]) == 0
+    a, manifest_a = load_npz(whole)
+    b, manifest_b = load_npz(cut)
+    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert manifest_b["resumed"] and manifest_a["history"][-1]["train_loss"] == manifest_b["history"][-1]["train_loss"]
+    assert main(argv + ["--out", str(tmp_path / "none.npz"), "--resume"]) == 2
+    assert "no saved state" in capsys.readouterr().err
