@@ -31,6 +31,7 @@ import numpy as np
 from refq.autograd import Tensor, no_grad
 from refq.autograd import functional as F
 from refq.io.safetensors import read_safetensors
+from refq.models.checks import check_param_shapes
 from refq.models.wordpiece import encode_batch, load_vocab
 
 OPTIONAL_KEYS = ("embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias")  # unused by the encoder
@@ -86,15 +87,7 @@ def param_shapes(cfg: BertConfig) -> dict[str, tuple[int, ...]]:
 
 def check_params(params: dict, cfg: BertConfig) -> None:
     """ValueError unless params holds exactly the encoder's tensors (plus OPTIONAL_KEYS) with the right shapes."""
-    want = param_shapes(cfg)
-    missing = sorted(set(want) - set(params))
-    unknown = sorted(set(params) - set(want) - set(OPTIONAL_KEYS))
-    if missing or unknown:
-        raise ValueError(f"BERT params: missing {missing[:5]} ({len(missing)}), "
-                         f"unexpected {unknown[:5]} ({len(unknown)})")
-    for name, shape in want.items():
-        if tuple(params[name].shape) != shape:
-            raise ValueError(f"BERT params: {name} has shape {tuple(params[name].shape)}, config needs {shape}")
+    check_param_shapes(params, param_shapes(cfg), "BERT", optional=OPTIONAL_KEYS)
 
 
 def embeddings(params: dict, ids: np.ndarray, token_type_ids: np.ndarray, cfg: BertConfig) -> Tensor:

@@ -15,6 +15,7 @@ import numpy as np
 
 from refq.autograd import Tensor
 from refq.autograd import functional as F
+from refq.models.checks import check_param_shapes
 
 
 @dataclass(frozen=True)
@@ -73,13 +74,7 @@ def expected_shapes(cfg: CNNConfig) -> dict[str, tuple]:
 
 def check_params(params: dict, cfg: CNNConfig) -> None:
     """ValueError naming the first missing, unexpected or mis-shaped key."""
-    want = expected_shapes(cfg)
-    missing, extra = sorted(set(want) - set(params)), sorted(set(params) - set(want))
-    if missing or extra:
-        raise ValueError(f"CNN checkpoint keys do not match the config: missing {missing[:5]}, unexpected {extra[:5]}")
-    for k, shape in want.items():
-        if tuple(params[k].shape) != shape:
-            raise ValueError(f"CNN checkpoint: {k} has shape {tuple(params[k].shape)}, config needs {shape}")
+    check_param_shapes(params, expected_shapes(cfg), "CNN")
 
 
 def forward(params: dict, cfg: CNNConfig, x) -> Tensor:

@@ -36,6 +36,7 @@ import numpy as np
 
 from refq.autograd import functional as F
 from refq.io.llama2c import weight_shapes
+from refq.models.checks import check_param_shapes
 from refq.models.llama_tokenizer import BOS
 
 NORM_EPS = 1e-5
@@ -78,13 +79,7 @@ class LlamaConfig:
 
 def check_params(params: dict, cfg: LlamaConfig) -> None:
     """ValueError naming the first missing, unexpected or mis-shaped key."""
-    want = weight_shapes(cfg.to_dict())
-    if set(params) != set(want):
-        missing, extra = sorted(set(want) - set(params)), sorted(set(params) - set(want))
-        raise ValueError(f"llama params: missing {missing}, unexpected {extra}")
-    for k, shape in want.items():
-        if tuple(params[k].shape) != shape:
-            raise ValueError(f"llama params: {k} has shape {tuple(params[k].shape)}, config needs {shape}")
+    check_param_shapes(params, weight_shapes(cfg.to_dict()), "llama")
 
 
 def init_params(cfg: LlamaConfig, rng: np.random.Generator, dtype=np.float32) -> dict[str, np.ndarray]:
