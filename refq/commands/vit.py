@@ -11,9 +11,11 @@ def register(subparsers) -> None:
                               description="The Vision Transformer used by the SARDFQ experiments.")
     sub = p.add_subparsers(dest="vit_command", metavar="VIT_COMMAND")
 
-    t = sub.add_parser("train", help="train the Fashion-MNIST ViT from scratch (seeded)",
+    t = sub.add_parser("train", help="train the Fashion-MNIST ViT (or its convnet teacher), seeded",
                        description="Train the small ViT on Fashion-MNIST with the hand-written autograd and save "
-                                   "it as an .npz with a manifest (config, command, seed, accuracy, history).")
+                                   "it as an .npz with a manifest (config, command, seed, accuracy, history). "
+                                   "--arch cnn trains the convnet teacher instead; --teacher distils one into the "
+                                   "ViT. The state after each epoch is kept in OUT.state.npz for --resume.")
     t.add_argument("--data", default=None, help="folder with the Fashion-MNIST IDX files "
                                                 "(default: /usr/share/datasets/fashion-mnist)")
     t.add_argument("--out", required=True, help="output .npz path")
