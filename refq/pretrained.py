@@ -1,7 +1,8 @@
 """Weights that ship with refq (trained by refq itself, with the seeded commands that made them).
 
 * `vit_fmnist.npz`: the small ViT of the SARDFQ experiments, trained on Fashion-MNIST by
-  `refq vit train` (command, seed and log in the file's manifest and in vit_fmnist.log).
+  `refq vit train` in stages, the last distilled from a convnet teacher (the chain of commands and seeds in
+  the file's manifest, the logs in vit_fmnist.log, the recipe in the README).
 * `spotter.npz`: the joint text spotter, trained by `refq spot train` (commands in its manifest and in
   spotter.log); loaded by `refq.spotter.infer.load_spotter`.
 * `fmnist_test500.npz`: the first 500 Fashion-MNIST test images, so that `refq tour` needs no dataset
