@@ -154,7 +154,7 @@ def _train(args) -> int:
                              f"not {args.val_size}: it has seen (some of) the images this run would validate on")
         teacher = (t_params, t_cfg)
     state_path, resume = _state_path(args.out), None
-    command = _command_line(args).replace(" --resume", "")
+    command = _command_line(args, drop="--resume")  # a resumed run records the command it continues
     if args.resume:
         if not state_path.exists():
             raise ValueError(f"--resume: no saved state {state_path} (it is written after each epoch of a run "
@@ -203,9 +203,9 @@ def _state_path(out: str):
     return out.with_name(out.stem + ".state.npz")
 
 
-def _command_line(args) -> str:
-    """The command that made a file, for its manifest."""
-    return "refq " + " ".join(shlex.quote(a) for a in args.argv_all)
+def _command_line(args, drop: str | None = None) -> str:
+    """The command that made a file, for its manifest, without the flag `drop`."""
+    return "refq " + " ".join(shlex.quote(a) for a in args.argv_all if a != drop)
 
 
 def _lineage(manifest: dict) -> dict:
