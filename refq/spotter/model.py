@@ -43,6 +43,7 @@ import numpy as np
 
 from refq.autograd import Tensor
 from refq.autograd import functional as F
+from refq.models.checks import check_param_shapes
 from refq.spotter.alphabet import DIGITS, LOWER, PUNCTUATION, Alphabet
 from refq.spotter.quantized import QuantizedWeight, conv2d_int8
 from refq.spotter.recurrent import bilstm, init_bilstm
@@ -165,14 +166,10 @@ def expected_shapes(cfg: SpotterConfig) -> dict[str, tuple]:
 
 def check_params(params: dict, cfg: SpotterConfig) -> None:
     """ValueError unless params has exactly the config's names and shapes, all float32."""
-    want = expected_shapes(cfg)
-    if set(params) != set(want):
-        missing, extra = sorted(set(want) - set(params)), sorted(set(params) - set(want))
-        raise ValueError(f"spotter params: missing {missing[:5]}, unexpected {extra[:5]}")
-    for name, shape in want.items():
-        arr = params[name]
-        if arr.shape != shape or arr.dtype != np.float32:
-            raise ValueError(f"spotter params: {name} has shape {arr.shape} {arr.dtype}, expected {shape} float32")
+    check_param_shapes(params, expected_shapes(cfg), "spotter")
+    for name, arr in params.items():
+        if arr.dtype != np.float32:
+            raise ValueError(f"spotter checkpoint: {name} has dtype {arr.dtype}, expected float32")
 
 
 def param_count(params: dict, prefix: str = "") -> int:
