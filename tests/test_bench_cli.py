@@ -36,9 +36,23 @@ def test_bench_gemm_table(capsys):
 
 
 def test_bench_gemm_portable_kernels(capsys):
-    assert main(["bench", "gemm", "--shapes", "9x17x3", "--repeat", "1", "--kernel", "tiled", "--json"]) == 0
+    assert main(["bench", "gemm", "--shapes", "9x17x3", "--repeat", "1", "--kernel", "portable", "--json"]) == 0
     (record,) = json.loads(capsys.readouterr().out)
-    assert record["kernel"] == "tiled" and record["exact"] is True
+    assert record["kernel"] == "portable" and record["exact"] is True
+
+
+def test_bench_gemm_reports_the_kernel_and_the_cpu_features(capsys, monkeypatch):
+    from refq.kernels import dispatch
+
+    monkeypatch.setenv(dispatch.ENV, "portable")
+    assert main(["bench", "gemm", "--shapes", "4x33x9", "--repeat", "1"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.endswith("kernel: portable") and "(" in first  # machine line: CPU (LLVM name: features)
+    monkeypatch.delenv(dispatch.ENV)
+    assert main(["bench", "gemm", "--shapes", "4x33x9", "--repeat", "1", "--json"]) == 0
+    (record,) = json.loads(capsys.readouterr().out)
+    assert record["kernel"] == dispatch.select() and record["machine"]["simd"]
+    assert record["pack_int8_ms"] >= 0 and record["exact"] is True
 
 
 def test_bench_gemm_bad_shape_is_a_clean_error(capsys):

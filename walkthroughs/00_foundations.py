@@ -19,8 +19,7 @@ import numpy as np
 
 from refq.autograd import Tensor
 from refq.autograd import functional as F
-from refq.kernels.int4_gemm import gemm_int4
-from refq.kernels.int8_gemm import gemm_int8, gemm_int8_dequant
+from refq.kernels import gemm_int4, gemm_int8, gemm_int8_dequant
 from refq.kernels.reference import gemm_int8_ref
 from refq.quant import fit_minmax, fit_mse, dequantize, quantize
 from refq.quant.int4 import pack_int4, unpack_int4

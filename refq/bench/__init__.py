@@ -29,13 +29,16 @@ def machine_info() -> dict:
     import numba
     import numpy as np
 
+    from refq.kernels.cpu import describe
+
     return {"cpu": cpu_model(), "cores": os.cpu_count(), "numba_threads": numba.get_num_threads(),
-            "numpy": np.__version__, "numba": numba.__version__}
+            "numpy": np.__version__, "numba": numba.__version__, "simd": describe()}
 
 
 def describe_machine(info: dict) -> str:
-    """One line such as 'AMD EPYC, 2 cores, 2 numba threads, numpy 2.4.6, numba 0.68.1'."""
-    return (f"{info['cpu']}, {info['cores']} cores, {info['numba_threads']} numba threads, "
+    """One line such as 'AMD EPYC (znver5: avx2 fma avx512f ...), 2 cores, 2 numba threads, numpy 2.4.6, numba 0.68.1'."""
+    simd = f" ({info['simd']})" if info.get("simd") else ""
+    return (f"{info['cpu']}{simd}, {info['cores']} cores, {info['numba_threads']} numba threads, "
             f"numpy {info['numpy']}, numba {info['numba']}")
 
 

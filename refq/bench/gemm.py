@@ -3,8 +3,10 @@
 For each shape M x N x K (C = A @ B.T, A [M, K], B [N, K]) it reports, counting 2 M N K operations:
 
 * `numpy_f32_gflops`: NumPy float32 A @ B.T (BLAS), the yardstick;
-* `int8_gops`, `int4_gops`: refq.kernels.gemm_int8 / gemm_int4 (weights int4-packed along K), or with
-  --kernel the portable `tiled` or the `avx2` kernels explicitly (`kernel` names the ones used);
+* `int8_gops`, `int4_gops`: refq.kernels.gemm_packed on int8 and int4 weights packed once beforehand
+  (`pack_int8`, `pack_int4`; the one-off packing time is `pack_int8_ms`, `pack_int4_ms`), on the kernel
+  refq.kernels.select() picks for this CPU (vnni, avx2 or portable; REFQ_GEMM_KERNEL or --kernel
+  force one); `kernel` names it and the machine record lists the CPU features it saw;
 * the ratios `int8_vs_numpy`, `int4_vs_numpy`, `int4_vs_int8`;
 * `exact`: both kernel results equal the int64 NumPy twins (gemm_int8_ref, gemm_int4_ref).
 
@@ -30,7 +32,7 @@ import numpy as np
 from refq.bench import interleaved_times
 
 DEFAULT_SIZES = (512, 1024, 2048)
-KERNELS = ("auto", "tiled", "avx2")
+KERNELS = ("auto", "vnni", "avx2", "portable")
 _SHAPE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 
 
@@ -50,8 +52,9 @@ def add_arguments(parser) -> None:
     parser.add_argument("--burst", type=int, default=3,
                         help="timed calls in a row per turn (the first absorbs the wake-up; default 3)")
     parser.add_argument("--kernel", choices=KERNELS, default="auto",
-                        help="auto: what refq.kernels.gemm_int8/gemm_int4 pick (avx2 where available); "
-                             "tiled: the portable plain-Numba kernels; avx2: the vpmaddwd kernels")
+                        help="auto: what refq.kernels.select() picks (REFQ_GEMM_KERNEL, else vnni on AVX-512 VNNI "
+                             "CPUs, avx2 on AVX2 CPUs, else portable); vnni: the vpdpbusd kernels; avx2: the "
+                             "vpmaddwd kernels; portable: the plain-Numba kernels (any CPU)")
 
 
 def parse_shape(text: str) -> tuple[int, int, int]:
@@ -82,33 +85,35 @@ def best_of(functions: dict, repeat: int, pause: float = 0.0, burst: int = 1) ->
     return {name: float(t.min()) for name, t in interleaved_times(functions, repeat, pause, burst).items()}
 
 
-def kernel_functions(kernel: str):
-    """(name of the kernels used, int8 GEMM, int4 GEMM) for --kernel auto / tiled / avx2."""
-    from refq.kernels import avx2, gemm_int4, gemm_int4_tiled, gemm_int8, gemm_int8_tiled
+def kernel_name(kernel: str) -> str:
+    """The kernel --kernel means on this host (ValueError if the CPU cannot run it)."""
+    from refq.kernels import select
 
-    if kernel == "auto":
-        return ("avx2" if avx2.AVAILABLE else "tiled"), gemm_int8, gemm_int4
-    if kernel == "tiled":
-        return "tiled", gemm_int8_tiled, gemm_int4_tiled
-    if not avx2.AVAILABLE:
-        raise ValueError("bench gemm: --kernel avx2 needs an x86-64 CPU with AVX2 (and Numba's JIT for the host)")
-    return "avx2", avx2.gemm_int8_avx2, avx2.gemm_int4_avx2
+    return select(None if kernel == "auto" else kernel)
 
 
 def bench_shape(m: int, n: int, k: int, repeat: int, rng: np.random.Generator, kernel: str = "auto",
                 log=None, pause: float = 0.0, burst: int = 1) -> dict:
     """Time NumPy float32, int8 and int4 GEMMs on one random M x N x K problem; check exactness."""
-    from refq.kernels import gemm_int4_ref, gemm_int8_ref
-    from refq.quant.int4 import pack_int4
+    import time
 
-    name, gemm_int8, gemm_int4 = kernel_functions(kernel)
+    from refq.kernels import gemm_int4_ref, gemm_int8_ref, gemm_packed, pack_int4, pack_int8
+    from refq.quant.int4 import pack_int4 as pack_nibbles
+
+    name = kernel_name(kernel)
 
     a = rng.integers(-128, 128, size=(m, k), dtype=np.int8)  # [M, K] activations
     b8 = rng.integers(-128, 128, size=(n, k), dtype=np.int8)  # [N, K] int8 weights
-    b4 = pack_int4(rng.integers(-8, 8, size=(n, k), dtype=np.int8))  # [N, K] -> [N, ceil(K/2)] uint8
+    b4 = pack_nibbles(rng.integers(-8, 8, size=(n, k), dtype=np.int8))  # [N, K] -> [N, ceil(K/2)] uint8
     a_f32, b_f32 = a.astype(np.float32), b8.astype(np.float32)  # same values, float32
-    functions = {"numpy_f32": lambda: a_f32 @ b_f32.T, "int8": lambda: gemm_int8(a, b8),
-                 "int4": lambda: gemm_int4(a, b4, k)}
+    pack_int8(b8[:1], name), pack_int4(b4[:1], k, name)  # compile the packers before timing them
+    t0 = time.perf_counter()
+    w8 = pack_int8(b8, name)  # once per weight matrix, as a quantized layer does
+    t1 = time.perf_counter()
+    w4 = pack_int4(b4, k, name)
+    t2 = time.perf_counter()
+    functions = {"numpy_f32": lambda: a_f32 @ b_f32.T, "int8": lambda: gemm_packed(a, w8),
+                 "int4": lambda: gemm_packed(a, w4)}
     results = {name: fn() for name, fn in functions.items()}  # warm-up: compile, start BLAS threads
     best = best_of(functions, repeat, pause, burst)
     if log:
@@ -122,6 +127,7 @@ def bench_shape(m: int, n: int, k: int, repeat: int, rng: np.random.Generator, k
         "numpy_f32_gflops": rate["numpy_f32"], "int8_gops": rate["int8"], "int4_gops": rate["int4"],
         "int8_vs_numpy": best["numpy_f32"] / best["int8"], "int4_vs_numpy": best["numpy_f32"] / best["int4"],
         "int4_vs_int8": best["int8"] / best["int4"],
+        "pack_int8_ms": 1e3 * (t1 - t0), "pack_int4_ms": 1e3 * (t2 - t1),
         "exact_int8": exact_int8, "exact_int4": exact_int4, "exact": exact_int8 and exact_int4,
     }
 
@@ -137,7 +143,7 @@ def run(args) -> list[dict]:
         raise ValueError(f"bench gemm: pause={args.pause}, expected >= 0 seconds")
     if args.burst < 1:
         raise ValueError(f"bench gemm: burst={args.burst}, expected >= 1")
-    kernel_functions(args.kernel)  # fail early on --kernel avx2 without AVX2
+    kernel_name(args.kernel)  # fail early on a kernel this CPU cannot run
     info = machine_info()
     rng = np.random.default_rng(args.seed)
 
@@ -159,7 +165,7 @@ def format_table(records: list[dict]) -> str:
 
     lines = []
     if records:
-        lines.append(f"machine: {describe_machine(records[0]['machine'])}; kernels: {records[0]['kernel']}")
+        lines.append(f"machine: {describe_machine(records[0]['machine'])}; kernel: {records[0]['kernel']}")
     lines.append(f"{'M':>5} {'N':>5} {'K':>5}  {'f32 GFLOP/s':>11} {'int8 GOP/s':>10} {'int4 GOP/s':>10}"
                  f"  {'int8/f32':>8} {'int4/f32':>8} {'int4/int8':>9}  exact")
     for r in records:

@@ -37,7 +37,7 @@ def _kernels(quick: bool) -> None:
     import numpy as np
 
     from refq.bench import interleaved_times
-    from refq.kernels.int8_gemm import gemm_int8
+    from refq.kernels import gemm_int8
     from refq.kernels.reference import gemm_int8_ref
 
     n = 256 if quick else 512

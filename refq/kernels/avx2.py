@@ -7,8 +7,8 @@ here the tile is spelled out in LLVM IR. Integer sums are exact in any order (th
 vpmaddwd wrap, two (-32768)(-32768) products, cannot come from int8 or int4 codes), so the result equals
 the portable kernel's and the int64 NumPy twin's bit for bit; the tests check that.
 
-Data layout (int8 or int4 codes are widened to int16 on every call, zero-padded to an even K; an
-inference engine would pack the weights once instead):
+Data layout (weights widened to int16 once, by `pack_int8` / `pack_int4`, zero-padded to an even K;
+refq.kernels.dispatch keeps the panels with the layer; activations are widened on every call):
 
     a32[m, p]           = (A[m, 2p], A[m, 2p+1]) as one int32 word         [M, K/2]
     panels[q, p, 2j+t]  = B[16q + j, 2p + t]                                [ceil(N/16), K/2, 32] int16
@@ -39,17 +39,15 @@ Goto & van de Geijn, "Anatomy of High-Performance Matrix Multiplication", ACM TO
 """
 from __future__ import annotations
 
-import platform
-
-import numba
 import numpy as np
-from llvmlite import binding as llvm_binding
 from llvmlite import ir
 from numba import njit, prange, types
 from numba.core import cgutils
 from numba.core.errors import TypingError
 from numba.extending import intrinsic
 
+from refq.kernels.cpu import host_has
+from refq.kernels.ir_helpers import i64, vector_at
 from refq.kernels.reference import check_gemm_int4, check_gemm_int8
 
 TILE_ROWS, TILE_COLS = 4, 16  # micro-kernel tile of C: rows of A x columns (= one panel of B)
@@ -57,30 +55,9 @@ BLOCK_BYTES = 256 * 1024  # target size of one cache block of panels
 HUGE_PAGE = 1 << 21  # x86-64 transparent huge page, 2 MiB
 
 
-def _host_has_avx2() -> bool:
-    """True on an x86-64 host with AVX2 when Numba compiles (JIT on) for the host CPU."""
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        return False
-    if numba.config.DISABLE_JIT or numba.config.CPU_NAME not in (None, "host"):
-        return False
-    return bool(llvm_binding.get_host_cpu_features().get("avx2", False))
+AVAILABLE = host_has("avx2")
 
-
-AVAILABLE = _host_has_avx2()
-
-
-I64 = ir.IntType(64)
 V8I32, V16I16 = ir.VectorType(ir.IntType(32), 8), ir.VectorType(ir.IntType(16), 16)
-
-
-def _i64(value: int) -> ir.Constant:
-    """An LLVM i64 constant."""
-    return ir.Constant(I64, value)
-
-
-def _vector_at(builder, data, index, vty):
-    """IR: pointer to a vector of type `vty` starting at element data[index]."""
-    return builder.bitcast(builder.gep(data, [index]), vty.as_pointer())
 
 
 def _broadcast_pair(builder, word):
@@ -108,14 +85,14 @@ def _make_tile_kernel(rows: int):
             ldc = cgutils.unpack_tuple(builder, c_arr.shape, 2)[1]  # row length of C
             madd = cgutils.get_or_insert_function(  # vpmaddwd ymm: 16 int16 x int16 -> 8 int32 pair sums
                 builder.module, ir.FunctionType(V8I32, [V16I16, V16I16]), "llvm.x86.avx2.pmadd.wd")
-            a_rows = [builder.mul(builder.add(m_v, _i64(r)), kp) for r in range(rows)]  # a32[m + r, 0]
-            panel = builder.mul(builder.mul(q_v, kp), _i64(2 * TILE_COLS))  # panels[q, 0, 0]
+            a_rows = [builder.mul(builder.add(m_v, i64(r)), kp) for r in range(rows)]  # a32[m + r, 0]
+            panel = builder.mul(builder.mul(q_v, kp), i64(2 * TILE_COLS))  # panels[q, 0, 0]
             # 2 * rows accumulators of 8 int32 (C[m + r, 16q + 8h : +8]); LLVM keeps them in ymm registers
             accs = [cgutils.alloca_once_value(builder, ir.Constant(V8I32, None)) for _ in range(2 * rows)]
             with cgutils.for_range(builder, kp) as loop:  # p = 0 .. K/2 - 1: one k-pair per step
-                at = builder.add(panel, builder.mul(loop.index, _i64(2 * TILE_COLS)))  # panels[q, p, 0]
-                b_half = [builder.load(_vector_at(builder, p_arr.data, at, V16I16), align=2),  # columns 0..7
-                          builder.load(_vector_at(builder, p_arr.data, builder.add(at, _i64(TILE_COLS)), V16I16),
+                at = builder.add(panel, builder.mul(loop.index, i64(2 * TILE_COLS)))  # panels[q, p, 0]
+                b_half = [builder.load(vector_at(builder, p_arr.data, at, V16I16), align=2),  # columns 0..7
+                          builder.load(vector_at(builder, p_arr.data, builder.add(at, i64(TILE_COLS)), V16I16),
                                        align=2)]  # columns 8..15, as (B[n, 2p], B[n, 2p+1]) pairs
                 for r in range(rows):
                     pair = _broadcast_pair(builder, builder.load(builder.gep(a_data, [
@@ -124,11 +101,11 @@ def _make_tile_kernel(rows: int):
                         acc = accs[2 * r + h]
                         builder.store(builder.add(builder.load(acc), builder.call(madd, [pair, b_half[h]])), acc)
             for r in range(rows):
-                row = builder.mul(builder.add(m_v, _i64(r)), ldc)
+                row = builder.mul(builder.add(m_v, i64(r)), ldc)
                 for h in range(2):
-                    col = builder.add(builder.mul(q_v, _i64(TILE_COLS)), _i64(8 * h))  # c[m + r, 16q + 8h]
+                    col = builder.add(builder.mul(q_v, i64(TILE_COLS)), i64(8 * h))  # c[m + r, 16q + 8h]
                     builder.store(builder.load(accs[2 * r + h]),
-                                  _vector_at(builder, c_arr.data, builder.add(row, col), V8I32), align=4)
+                                  vector_at(builder, c_arr.data, builder.add(row, col), V8I32), align=4)
             return context.get_dummy_value()
 
         return sig, codegen
@@ -208,21 +185,37 @@ def _require_avx2(fn: str) -> None:
                            "use refq.kernels.gemm_int8 / gemm_int4, which fall back to the portable kernel")
 
 
-def gemm_int8_avx2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """C = A @ B.T (int8 [M, K], int8 [N, K] -> int32 [M, N]) with the vpmaddwd micro-kernel."""
-    _require_avx2("gemm_int8_avx2")
-    a, b = check_gemm_int8(a, b, "gemm_int8_avx2")
+def pack_int8(b: np.ndarray) -> np.ndarray:
+    """int8 weights [N, K] -> the int16 panels [ceil(N/16), ceil(K/2), 32] of the micro-kernel."""
     n, k = b.shape
     panels = np.zeros(((n + TILE_COLS - 1) // TILE_COLS, (k + 1) // 2, 2 * TILE_COLS), np.int16)  # [Q, K/2, 32]
-    _pack_panels_int8(b, panels)
+    _pack_panels_int8(np.ascontiguousarray(b), panels)
+    return panels
+
+
+def pack_int4(b_packed: np.ndarray) -> np.ndarray:
+    """int4 weights packed as uint8 [N, ceil(K/2)] -> the int16 panels [ceil(N/16), ceil(K/2), 32]."""
+    n = b_packed.shape[0]
+    panels = np.zeros(((n + TILE_COLS - 1) // TILE_COLS, b_packed.shape[1], 2 * TILE_COLS), np.int16)  # [Q, K/2, 32]
+    _pack_panels_int4(np.ascontiguousarray(b_packed), panels)  # one byte = one k-pair: (low, high) = (2p, 2p+1)
+    return panels
+
+
+def gemm_panels(a: np.ndarray, panels: np.ndarray, n: int) -> np.ndarray:
+    """C = A @ B.T from int8 A [M, K] (C-contiguous) and B's int16 panels (`pack_int8`/`pack_int4`) -> int32 [M, N]."""
+    _require_avx2("gemm_panels")
     return _run(a, panels, n)
+
+
+def gemm_int8_avx2(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """C = A @ B.T (int8 [M, K], int8 [N, K] -> int32 [M, N]), packing B on the call (tests, one-off products)."""
+    _require_avx2("gemm_int8_avx2")
+    a, b = check_gemm_int8(a, b, "gemm_int8_avx2")
+    return _run(a, pack_int8(b), b.shape[0])
 
 
 def gemm_int4_avx2(a: np.ndarray, b_packed: np.ndarray, k: int) -> np.ndarray:
-    """C = A @ B.T (int8 [M, K], int4 packed uint8 [N, ceil(K/2)] -> int32 [M, N]) with vpmaddwd."""
+    """C = A @ B.T (int8 [M, K], int4 packed uint8 [N, ceil(K/2)] -> int32 [M, N]), packing B on the call."""
     _require_avx2("gemm_int4_avx2")
     a, b_packed = check_gemm_int4(a, b_packed, k, "gemm_int4_avx2")
-    n = b_packed.shape[0]
-    panels = np.zeros(((n + TILE_COLS - 1) // TILE_COLS, b_packed.shape[1], 2 * TILE_COLS), np.int16)  # [Q, K/2, 32]
-    _pack_panels_int4(b_packed, panels)  # one packed byte = one k-pair: (low, high) nibble = (2p, 2p+1)
-    return _run(a, panels, n)
+    return _run(a, pack_int4(b_packed), b_packed.shape[0])

@@ -21,7 +21,10 @@ Three kernels, all tested to agree bit for bit:
 * `refq.kernels.avx2.gemm_int4_avx2`: each packed byte is one k-pair, decoded straight into the int16
   panels of the vpmaddwd micro-kernel (all of B, once per call, so the multiply reads 16-bit weights).
 
-`gemm_int4` runs the AVX2 kernel where the CPU has it (`refq.kernels.avx2.AVAILABLE`), else the tiled one.
+* `refq.kernels.vnni.gemm_int4_vnni`: the nibbles (+8, unsigned) stay packed in the panels and are split
+  by a mask and a shift inside the vpdpbusd loop.
+
+`refq.kernels.dispatch.gemm_int4` runs the fastest kernel this CPU has (or the one REFQ_GEMM_KERNEL names).
 
 References: Frantar et al., "GPTQ: Accurate Post-Training Quantization for Generative Pre-trained
 Transformers", ICLR 2023 (packed 3/4-bit weights decoded inside the matmul kernel);
@@ -32,9 +35,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from refq.kernels import avx2
-from refq.kernels.int8_gemm import _multiply_panel, dequant_epilogue, panel_rows
-from refq.kernels.reference import check_gemm_int4, check_scales
+from refq.kernels.int8_gemm import _multiply_panel, panel_rows
+from refq.kernels.reference import check_gemm_int4
 from refq.kernels.threads import run_chunks
 
 
@@ -91,15 +93,3 @@ def gemm_int4_tiled(a: np.ndarray, b_packed: np.ndarray, k: int) -> np.ndarray:
     c = np.empty((a.shape[0], b_packed.shape[0]), np.int32)  # [M, N]
     _gemm_int4_blocked(a, b_packed, int(k), c, panel_rows(k))
     return c
-
-
-def gemm_int4(a: np.ndarray, b_packed: np.ndarray, k: int) -> np.ndarray:
-    """C = A @ B.T (int8 [M, K], int4 packed [N, ceil(K/2)] -> int32 [M, N]): AVX2 kernel if available, else tiled."""
-    return avx2.gemm_int4_avx2(a, b_packed, k) if avx2.AVAILABLE else gemm_int4_tiled(a, b_packed, k)
-
-
-def gemm_int4_dequant(a, b_packed, k, a_scale, b_scale, bias=None) -> np.ndarray:
-    """Y = (A @ B.T) * a_scale[:, None] * b_scale[None, :] (+ bias): int4 GEMM then the float32 epilogue."""
-    a, b_packed = check_gemm_int4(a, b_packed, k, "gemm_int4_dequant")
-    check_scales((a.shape[0], b_packed.shape[0]), a_scale, b_scale, bias, "gemm_int4_dequant")
-    return dequant_epilogue(gemm_int4(a, b_packed, k), a_scale, b_scale, bias)

@@ -29,9 +29,11 @@ Three kernels, all tested to agree bit for bit:
   128-bit registers and only when each widened operand feeds one multiply, which a register tile,
   by design, breaks; the tile's reuse of loaded rows wins.
 * `refq.kernels.avx2.gemm_int8_avx2`: a 4 x 16 tile of 256-bit vpmaddwd (16 multiply-adds per
-  instruction) written as a Numba intrinsic, about twice the tiled kernel's speed.
+  instruction) written as a Numba intrinsic, about twice the tiled kernel's speed;
 
-`gemm_int8` runs the AVX2 kernel where the CPU has it (`refq.kernels.avx2.AVAILABLE`), else the tiled one.
+* `refq.kernels.vnni`: an 8 x 32 tile of 512-bit vpdpbusd (64 multiply-adds per instruction).
+
+`refq.kernels.dispatch.gemm_int8` runs the fastest kernel this CPU has (or the one REFQ_GEMM_KERNEL names).
 
 References: Goto & van de Geijn, "Anatomy of High-Performance Matrix Multiplication", ACM TOMS 34(3),
 2008 (panels sized to the cache, register-blocked micro-kernel); Jacob et al., "Quantization and
@@ -43,7 +45,6 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
-from refq.kernels import avx2
 from refq.kernels.reference import check_gemm_int8, check_matrix, check_scales
 from refq.kernels.threads import run_chunks
 
@@ -154,11 +155,6 @@ def gemm_int8_tiled(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return c
 
 
-def gemm_int8(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """C = A @ B.T (int8 [M, K], int8 [N, K] -> int32 [M, N]): the AVX2 kernel if available, else the tiled one."""
-    return avx2.gemm_int8_avx2(a, b) if avx2.AVAILABLE else gemm_int8_tiled(a, b)
-
-
 def dequant_epilogue(c: np.ndarray, a_scale: np.ndarray, b_scale: np.ndarray, bias=None) -> np.ndarray:
     """Y = C * a_scale[:, None] * b_scale[None, :] (+ bias): int32 [M, N] -> float32 [M, N]."""
     c = check_matrix(c, "c", np.int32, "dequant_epilogue")
@@ -168,10 +164,3 @@ def dequant_epilogue(c: np.ndarray, a_scale: np.ndarray, b_scale: np.ndarray, bi
     run_chunks(_dequant, c.shape[0], c, a_scale, b_scale, bias if has_bias else b_scale, has_bias, out,
                threads=None if c.size >= THREADS_MIN_OUTPUTS else 1)
     return out
-
-
-def gemm_int8_dequant(a, b, a_scale, b_scale, bias=None) -> np.ndarray:
-    """Y = (A @ B.T) * a_scale[:, None] * b_scale[None, :] (+ bias): int8 GEMM then the float32 epilogue."""
-    a, b = check_gemm_int8(a, b, "gemm_int8_dequant")
-    check_scales((a.shape[0], b.shape[0]), a_scale, b_scale, bias, "gemm_int8_dequant")
-    return dequant_epilogue(gemm_int8(a, b), a_scale, b_scale, bias)

@@ -61,17 +61,23 @@ def check_gemm_int8(a, b, fn: str) -> tuple[np.ndarray, np.ndarray]:
     return a, b
 
 
-def check_gemm_int4(a, b_packed, k, fn: str) -> tuple[np.ndarray, np.ndarray]:
-    """Validate int8 A [M, K] and packed uint8 B [N, ceil(K/2)]; return them C-contiguous."""
-    a = check_matrix(a, "a", np.int8, fn)
+def check_int4_weights(b_packed, k, fn: str) -> np.ndarray:
+    """Validate packed uint8 B [N, ceil(K/2)] for a K-column product; return it C-contiguous."""
     b_packed = check_matrix(b_packed, "b_packed", np.uint8, fn)
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 0:
         raise ValueError(f"{fn}: k={k!r}, expected a non-negative int")
-    if a.shape[1] != k:
-        raise ValueError(f"{fn}: a has K={a.shape[1]} columns but k={k}")
     if b_packed.shape[1] != (k + 1) // 2:
         raise ValueError(f"{fn}: b_packed has {b_packed.shape[1]} bytes per row, but k={k} needs {(k + 1) // 2}")
     check_k_limit(k, K_MAX_INT4, fn)
+    return b_packed
+
+
+def check_gemm_int4(a, b_packed, k, fn: str) -> tuple[np.ndarray, np.ndarray]:
+    """Validate int8 A [M, K] and packed uint8 B [N, ceil(K/2)]; return them C-contiguous."""
+    a = check_matrix(a, "a", np.int8, fn)
+    b_packed = check_int4_weights(b_packed, k, fn)
+    if a.shape[1] != k:
+        raise ValueError(f"{fn}: a has K={a.shape[1]} columns but k={k}")
     return a, b_packed
 
 

@@ -1,4 +1,4 @@
-"""int8 x int4 GEMM (refq.kernels.int4_gemm): bit-exact agreement with the twins, epilogue, input checks."""
+"""int8 x int4 GEMMs (portable, AVX2 and VNNI kernels): bit-exact agreement with the twins, epilogue, input checks."""
 from __future__ import annotations
 
 import numpy as np
@@ -6,14 +6,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from refq.kernels import avx2, int4_gemm
-from refq.kernels.int4_gemm import gemm_int4, gemm_int4_dequant, gemm_int4_plain, gemm_int4_tiled
+from refq.kernels import avx2, int4_gemm, vnni
+from refq.kernels.dispatch import gemm_int4, gemm_int4_dequant
+from refq.kernels.int4_gemm import gemm_int4_plain, gemm_int4_tiled
 from refq.kernels.reference import (INT32_MAX, K_MAX_INT4, gemm_int4_dequant_ref, gemm_int4_ref,
                                     gemm_int8_ref)
 from refq.quant.int4 import pack_int4
 from tests.kernels.strategies import gemm_problems, scales
 
-KERNELS = (gemm_int4, gemm_int4_plain, gemm_int4_tiled) + ((avx2.gemm_int4_avx2,) if avx2.AVAILABLE else ())
+KERNELS = ((gemm_int4, gemm_int4_plain, gemm_int4_tiled) + ((avx2.gemm_int4_avx2,) if avx2.AVAILABLE else ())
+           + ((vnni.gemm_int4_vnni,) if vnni.AVAILABLE else ()))
 
 
 @given(problem=gemm_problems(b_lo=-8, b_hi=7))
@@ -37,17 +39,6 @@ def test_every_panel_split_gives_the_same_result(rng, nb):
     c = np.empty((11, 13), np.int32)
     int4_gemm._gemm_int4_blocked(a, pack_int4(b), 37, c, nb)
     np.testing.assert_array_equal(c, gemm_int8_ref(a, b))
-
-
-def test_gemm_int4_dispatches_on_avx2_availability(monkeypatch, rng):
-    calls = []
-    monkeypatch.setattr(avx2, "gemm_int4_avx2", lambda a, b, k: calls.append("avx2") or gemm_int4_ref(a, b, k))
-    monkeypatch.setattr(int4_gemm, "gemm_int4_tiled", lambda a, b, k: calls.append("tiled") or gemm_int4_ref(a, b, k))
-    a, b = rng.integers(-128, 128, size=(3, 4), dtype=np.int8), rng.integers(-8, 8, size=(2, 4), dtype=np.int8)
-    for available in (True, False):
-        monkeypatch.setattr(avx2, "AVAILABLE", available)
-        np.testing.assert_array_equal(gemm_int4(a, pack_int4(b), 4), gemm_int8_ref(a, b))
-    assert calls == ["avx2", "tiled"]
 
 
 @pytest.mark.parametrize("kernel", KERNELS)

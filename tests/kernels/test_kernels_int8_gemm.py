@@ -1,4 +1,4 @@
-"""int8 GEMM (refq.kernels.int8_gemm): bit-exact agreement with the int64 twin, the epilogue, input checks."""
+"""int8 GEMMs (portable, AVX2 and VNNI kernels): bit-exact agreement with the int64 twin, the epilogue, input checks."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,14 +7,15 @@ from hypothesis import given
 from hypothesis import strategies as st
 from numba.core.errors import TypingError
 
-from refq.kernels import avx2, int8_gemm
-from refq.kernels.int8_gemm import (dequant_epilogue, gemm_int8, gemm_int8_dequant, gemm_int8_plain,
-                                    gemm_int8_tiled)
+from refq.kernels import avx2, int8_gemm, vnni
+from refq.kernels.dispatch import gemm_int8, gemm_int8_dequant
+from refq.kernels.int8_gemm import dequant_epilogue, gemm_int8_plain, gemm_int8_tiled
 from refq.kernels.reference import (INT32_MAX, K_MAX_INT8, check_k_limit, dequant_epilogue_ref,
                                     gemm_int8_dequant_ref, gemm_int8_ref)
 from tests.kernels.strategies import gemm_problems, scales
 
-KERNELS = (gemm_int8, gemm_int8_plain, gemm_int8_tiled) + ((avx2.gemm_int8_avx2,) if avx2.AVAILABLE else ())
+KERNELS = ((gemm_int8, gemm_int8_plain, gemm_int8_tiled) + ((avx2.gemm_int8_avx2,) if avx2.AVAILABLE else ())
+           + ((vnni.gemm_int8_vnni,) if vnni.AVAILABLE else ()))
 
 
 @given(problem=gemm_problems())
@@ -36,17 +37,6 @@ def test_every_panel_split_gives_the_same_result(rng, nb):
     c = np.empty((11, 13), np.int32)
     int8_gemm._gemm_int8_blocked(a, b, c, nb)
     np.testing.assert_array_equal(c, gemm_int8_ref(a, b))
-
-
-def test_gemm_int8_dispatches_on_avx2_availability(monkeypatch, rng):
-    calls = []
-    monkeypatch.setattr(avx2, "gemm_int8_avx2", lambda a, b: calls.append("avx2") or gemm_int8_ref(a, b))
-    monkeypatch.setattr(int8_gemm, "gemm_int8_tiled", lambda a, b: calls.append("tiled") or gemm_int8_ref(a, b))
-    a = rng.integers(-128, 128, size=(3, 4), dtype=np.int8)
-    for available in (True, False):
-        monkeypatch.setattr(avx2, "AVAILABLE", available)
-        np.testing.assert_array_equal(gemm_int8(a, a), gemm_int8_ref(a, a))
-    assert calls == ["avx2", "tiled"]
 
 
 def test_avx2_kernels_refuse_to_run_without_avx2(monkeypatch):

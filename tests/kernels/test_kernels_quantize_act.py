@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from refq.kernels.int8_gemm import gemm_int8_dequant
+from refq.kernels import gemm_int8_dequant
 from refq.kernels.quantize_act import SCALE_FLOOR, quantize_per_token, quantize_per_token_ref
 
 ACTIVATIONS = hnp.arrays(np.float32, hnp.array_shapes(min_dims=2, max_dims=2, min_side=1, max_side=40),
