@@ -21,7 +21,7 @@ Jacob et al., CVPR 2018, Sec. 2.2 (integer matmul + rescale); Dettmers et al., "
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -41,6 +41,7 @@ class QuantizedLinear:
     lb: np.ndarray | None = None  # float32 [r, I], applied to x_s
     mask_outlier_acts: bool = False
     lr_input_quantized: bool = False
+    _packed: object = field(default=None, init=False, repr=False)  # refq.kernels.PackedWeights, built on first use
 
     def __post_init__(self):
         fn = "QuantizedLinear"
@@ -79,6 +80,17 @@ class QuantizedLinear:
         if self.la is not None:
             w = w + self.la.astype(np.float64) @ self.lb.astype(np.float64)  # [O, r] @ [r, I]
         return w if self.smooth is None else w / self.smooth.astype(np.float64)[None, :]
+
+    def packed_weights(self):
+        """The weight codes in the GEMM kernel's layout (refq.kernels.pack_int8 / pack_int4), packed once."""
+        from refq.kernels import pack_int4, pack_int8
+        from refq.quant.int4 import pack_int4 as pack_nibbles
+
+        if self._packed is None:
+            packed = (pack_int4(pack_nibbles(self.w_codes, axis=1), self.d_in) if self.wbits <= 4
+                      else pack_int8(self.w_codes))
+            object.__setattr__(self, "_packed", packed)
+        return self._packed
 
     def lowrank_params(self) -> int:
         """Extra float parameters r (d_in + d_out) of the low-rank branch."""
@@ -142,18 +154,13 @@ def forward_sim(layer: QuantizedLinear, x: np.ndarray, bias: np.ndarray | None =
 
 def forward_int(layer: QuantizedLinear, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
     """Integer path: int8 per-token codes x int8/int4 weight codes -> int32 -> dequant, + low-rank branch."""
-    from refq.kernels import gemm_int4_dequant, gemm_int8_dequant, quantize_per_token
-    from refq.quant.int4 import pack_int4
+    from refq.kernels import dequant_epilogue, gemm_packed, quantize_per_token
 
     x = _check_input(layer, x, bias, "forward_int")
     if layer.abits is None:
         raise ValueError("forward_int: abits=None (float activations) has no integer path; use forward_sim")
     xs, xq = _branch_inputs(layer, x)
     q_x, s_x = quantize_per_token(np.ascontiguousarray(xq), layer.abits)  # [N, I] int8, [N] float32
-    if layer.wbits <= 4:
-        packed = pack_int4(layer.w_codes, axis=1)  # [O, I] int8 -> [O, ceil(I/2)] uint8
-        y = gemm_int4_dequant(q_x, packed, layer.d_in, s_x, layer.w_scale)  # [N, O] float32
-    else:
-        y = gemm_int8_dequant(q_x, layer.w_codes, s_x, layer.w_scale)  # [N, O] float32
+    y = dequant_epilogue(gemm_packed(q_x, layer.packed_weights()), s_x, layer.w_scale)  # [N, O] float32
     y = y + lowrank_branch(layer, xs)
     return y if bias is None else y + bias.astype(np.float32)

@@ -29,8 +29,10 @@ issues vpdpbusd against both 16-column halves: 16 zmm accumulators hold the 8 x 
 whole K loop. Tiles of 4, 2 and 1 rows finish the last M % 8 rows. A must have K % 4 == 0 (int8) or
 K % 8 == 0 (int4) columns to be read in place; otherwise the wrapper pads a copy.
 
-Cache blocking and threads as in the AVX2 kernel: panels are taken in blocks of ~BLOCK_BYTES and the
-row tiles of each block are shared out over the Numba threads (prange).
+Cache blocking and threads: panels are taken in blocks of ~BLOCK_BYTES, and the row tiles of each
+block are shared out over the Numba threads (prange; `_matmul_parallel`). Products under
+THREADS_MIN_OPS operations run on the calling thread (`_matmul`): there, waking threads costs more
+than the work.
 
 Availability. x86-64 hosts whose CPU has AVX-512 F, BW and VNNI (`AVAILABLE`), with Numba compiling
 for the host CPU; refq.kernels.dispatch picks this kernel there.
@@ -52,11 +54,13 @@ from refq.kernels.avx2 import _empty_huge
 from refq.kernels.cpu import host_has
 from refq.kernels.ir_helpers import i64, vector_at
 from refq.kernels.reference import check_gemm_int4, check_gemm_int8
+from refq.kernels.threads import num_threads
 
 TILE_ROWS, TILE_COLS = 8, 32  # micro-kernel tile of C: rows of A x columns of B (two zmm of 16 int32)
 PANEL_BYTES = 2 * 64  # bytes of one panel per k-quad (int8) or k-octet (int4)
 BLOCK_BYTES = 384 * 1024  # target size of one cache block of panels
 OFFSET_INT8, OFFSET_INT4 = 128, 8  # u = b + offset makes the weight codes unsigned
+THREADS_MIN_OPS = 1 << 24  # smaller products run on the calling thread (waking the others costs more)
 
 AVAILABLE = host_has("avx512f", "avx512bw", "avx512vnni")
 
@@ -144,40 +148,70 @@ def row_tiles(m: int) -> tuple[np.ndarray, np.ndarray]:
     return np.array(starts, np.int64), np.array(sizes, np.int64)
 
 
-@njit(cache=True, parallel=True)
-def _matmul_int8(a32, panels, corr, c, starts, sizes, block):
-    """c[:, :32 Q] = corr[:, None] + a @ u(panels), `block` panels at a time, row tiles over the threads."""
+@njit(cache=True, nogil=True)
+def _corrections(a, k, offset, starts, sizes, corr, t0, t1):
+    """corr[m] = -offset * sum_{j < k} a[m, j] for the rows of tiles t0..t1, wrapped to int32 like the lanes."""
+    for t in range(t0, t1):
+        for m in range(starts[t], starts[t] + sizes[t]):
+            s = np.int32(0)  # |row sum| <= 128 K < 2^24: exact in int32
+            for j in range(k):
+                s = np.int32(s + np.int32(a[m, j]))
+            corr[m] = np.int32(np.int64(-offset) * np.int64(s))  # |value| <= 2^31: the int32 cast wraps it
+
+
+@njit(cache=True)
+def _tiles_int8(a32, panels, corr, c, m, r, q0, q1):
+    """c[m:m+r, 32 q0 : 32 q1] with the r-row int8 micro-kernel (r in 8, 4, 2, 1)."""
+    for q in range(q0, q1):
+        if r == 8:
+            _t8_8(a32, m, panels, q, corr, c)
+        elif r == 4:
+            _t8_4(a32, m, panels, q, corr, c)
+        elif r == 2:
+            _t8_2(a32, m, panels, q, corr, c)
+        else:
+            _t8_1(a32, m, panels, q, corr, c)
+
+
+@njit(cache=True)
+def _tiles_int4(a32, panels, corr, c, m, r, q0, q1):
+    """c[m:m+r, 32 q0 : 32 q1] with the r-row int4 micro-kernel."""
+    for q in range(q0, q1):
+        if r == 8:
+            _t4_8(a32, m, panels, q, corr, c)
+        elif r == 4:
+            _t4_4(a32, m, panels, q, corr, c)
+        elif r == 2:
+            _t4_2(a32, m, panels, q, corr, c)
+        else:
+            _t4_1(a32, m, panels, q, corr, c)
+
+
+@njit(cache=True)
+def _matmul(a, a32, k, offset, int4, panels, corr, c, starts, sizes, block):
+    """c[:, :32 Q] = corr[:, None] + a @ u(panels).T on the calling thread, `block` panels at a time."""
+    _corrections(a, k, offset, starts, sizes, corr, 0, starts.shape[0])
     for q0 in range(0, panels.shape[0], block):
         q1 = min(q0 + block, panels.shape[0])
-        for t in prange(starts.shape[0]):
-            m, r = starts[t], sizes[t]
-            for q in range(q0, q1):
-                if r == 8:
-                    _t8_8(a32, m, panels, q, corr, c)
-                elif r == 4:
-                    _t8_4(a32, m, panels, q, corr, c)
-                elif r == 2:
-                    _t8_2(a32, m, panels, q, corr, c)
-                else:
-                    _t8_1(a32, m, panels, q, corr, c)
+        for t in range(starts.shape[0]):
+            if int4:
+                _tiles_int4(a32, panels, corr, c, starts[t], sizes[t], q0, q1)
+            else:
+                _tiles_int8(a32, panels, corr, c, starts[t], sizes[t], q0, q1)
 
 
 @njit(cache=True, parallel=True)
-def _matmul_int4(a32, panels, corr, c, starts, sizes, block):
-    """As _matmul_int8, for int4 panels (two nibble groups of 4 k per byte)."""
+def _matmul_parallel(a, a32, k, offset, int4, panels, corr, c, starts, sizes, block):
+    """As _matmul, the row tiles of every block shared out over the Numba threads."""
+    for t in prange(starts.shape[0]):
+        _corrections(a, k, offset, starts, sizes, corr, t, t + 1)
     for q0 in range(0, panels.shape[0], block):
         q1 = min(q0 + block, panels.shape[0])
         for t in prange(starts.shape[0]):
-            m, r = starts[t], sizes[t]
-            for q in range(q0, q1):
-                if r == 8:
-                    _t4_8(a32, m, panels, q, corr, c)
-                elif r == 4:
-                    _t4_4(a32, m, panels, q, corr, c)
-                elif r == 2:
-                    _t4_2(a32, m, panels, q, corr, c)
-                else:
-                    _t4_1(a32, m, panels, q, corr, c)
+            if int4:
+                _tiles_int4(a32, panels, corr, c, starts[t], sizes[t], q0, q1)
+            else:
+                _tiles_int8(a32, panels, corr, c, starts[t], sizes[t], q0, q1)
 
 
 @njit(cache=True, parallel=True)
@@ -207,16 +241,6 @@ def _pack_int4(b_packed, k, out):
                     out[q, g, lane + i - 4] |= np.uint8(u << 4)
 
 
-@njit(cache=True, parallel=True)
-def _corrections(a, k, offset, out):
-    """out[m] = -offset * sum_{k' < k} a[m, k'], wrapped to int32 (the lanes compute modulo 2^32)."""
-    for m in prange(a.shape[0]):
-        s = np.int64(0)
-        for j in range(k):
-            s += a[m, j]
-        out[m] = np.int32(np.int64(-offset * s) & np.int64(0xFFFFFFFF))  # two's-complement wrap
-
-
 def pack_int8(b: np.ndarray) -> np.ndarray:
     """int8 weights [N, K] -> the uint8 panels [ceil(N/32), ceil(K/4), 128] of the int8 micro-kernel."""
     n, k = b.shape
@@ -242,16 +266,17 @@ def _a_words(a: np.ndarray, words: int) -> np.ndarray:
     return a.view(np.int32)  # [M, 4 words] int8 -> [M, words] int32, little-endian
 
 
-def _run(matmul, a, panels, n, k, offset, words):
-    """C [M, N] int32 from int8 A [M, K] and packed panels."""
+def _run(int4: bool, a, panels, n, k, words):
+    """C [M, N] int32 from int8 A [M, K] and packed panels (int4 or int8)."""
     m = a.shape[0]
-    corr = np.empty(m, np.int32)  # [M]
-    _corrections(a, k, offset, corr)
+    corr = np.empty(m, np.int32)  # [M] -offset * rowsum(A)
     c = _empty_huge((m, TILE_COLS * panels.shape[0]), np.int32)  # [M, 32 Q]
     starts, sizes = row_tiles(m)
     block = max(1, BLOCK_BYTES // max(1, PANEL_BYTES * panels.shape[1]))
-    if m:
-        matmul(_a_words(a, words), panels, corr, c, starts, sizes, block)
+    small = 2 * m * c.shape[1] * max(k, 1) < THREADS_MIN_OPS
+    matmul = _matmul if small or num_threads() == 1 else _matmul_parallel
+    matmul(a, _a_words(a, words), k, OFFSET_INT4 if int4 else OFFSET_INT8, int4, panels, corr, c, starts, sizes,
+           block)
     return c if c.shape[1] == n else np.ascontiguousarray(c[:, :n])  # [M, 32 Q] -> [M, N]
 
 
@@ -265,13 +290,13 @@ def require() -> None:
 def gemm_int8_panels(a: np.ndarray, panels: np.ndarray, n: int, k: int) -> np.ndarray:
     """C = A @ B.T from int8 A [M, K] (C-contiguous) and B's panels (`pack_int8`) -> int32 [M, N]."""
     require()
-    return _run(_matmul_int8, a, panels, n, k, OFFSET_INT8, panels.shape[1])
+    return _run(False, a, panels, n, k, panels.shape[1])
 
 
 def gemm_int4_panels(a: np.ndarray, panels: np.ndarray, n: int, k: int) -> np.ndarray:
     """C = A @ B.T from int8 A [M, K] (C-contiguous) and int4 B's panels (`pack_int4`) -> int32 [M, N]."""
     require()
-    return _run(_matmul_int4, a, panels, n, k, OFFSET_INT4, 2 * panels.shape[1])
+    return _run(True, a, panels, n, k, 2 * panels.shape[1])
 
 
 def gemm_int8_vnni(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -28,7 +28,8 @@ and weights per-channel asymmetric (z_w[n]), so the integer accumulator is expan
 This is the exact integer value of the fake-quant product, so the two paths differ only by float32
 rounding of the simulation's matmul. `integer_accumulate_ref` is the plain int64 definition it is tested
 against. The attention matmuls (q k^T, A V) use the fake-quant values in both paths.
-For speed, the linear layer caches each weight's codes and row sums (weights are fixed at inference)
+For speed, the linear layer caches each weight's codes, packed once in the GEMM kernel's layout, and
+their row sums (weights are fixed at inference)
 and applies the row-sum corrections and the float epilogue in one Numba pass (`zero_point_dequant`),
 which is tested bit-equal to `integer_accumulate` followed by `dequant_epilogue`.
 
@@ -43,7 +44,8 @@ from numba import njit
 
 from refq.autograd import Tensor, no_grad
 from refq.autograd import functional as F
-from refq.kernels import gemm_int4, gemm_int8
+from refq.kernels import gemm_int4, gemm_int8, gemm_packed, pack_int8
+from refq.kernels import pack_int4 as pack_int4_weights
 from refq.kernels.int8_gemm import THREADS_MIN_OUTPUTS
 from refq.kernels.threads import run_chunks
 from refq.models import vit
@@ -69,7 +71,7 @@ class QuantOps(vit.LayerOps):
         self.quant_weight = True
         self.calibrating = False  # fit missing activation quantizers on the fly
         self.integer = False  # run linear layers on the integer kernels (inference only)
-        self._codes: dict[str, tuple] = {}  # layer -> (weight array, int8 codes [N, K], packed or None, row sums [N])
+        self._codes: dict[str, tuple] = {}  # layer -> (weight array, PackedWeights, row sums of the codes [N])
 
     # ---- quantizers -------------------------------------------------------------
     def act_q(self, key: str, x):
@@ -117,19 +119,19 @@ class QuantOps(vit.LayerOps):
         if bad:  # non-finite input: the plain quantizer raises its error
             qx = quantize(x2, ap)
             row_x = qx.sum(axis=1, dtype=np.int64)
-        qw, packed, row_w = self._weight_codes(name, wa, wp)  # int8 [N, K], packed int4 or None, int64 [N]
-        raw = gemm_int4(qx, packed, qx.shape[1]) if packed is not None else gemm_int8(qx, qw)  # [M, N] int32
+        packed, row_w = self._weight_codes(name, wa, wp)  # PackedWeights (int8 or int4), int64 [N]
+        raw = gemm_packed(qx, packed)  # [M, N] int32
         y = zero_point_dequant(raw, row_x, int(ap.zero), wp.zero, row_w, qx.shape[1],
                                float(ap.scale), wp.scale, ba)  # [M, N] float32
         return Tensor(y.reshape(xa.shape[:-1] + (wa.shape[0],)))  # -> [..., N]
 
     def _weight_codes(self, name, wa, wp):
-        """Codes, packed codes (b_w <= 4) and row sums of a layer's weight, computed once per weight array."""
+        """A layer's weight codes packed for the GEMM kernel (int4 for b_w <= 4) and their row sums, once per array."""
         cached = self._codes.get(name)
         if cached is None or cached[0] is not wa:
             qw = quantize(np.ascontiguousarray(wa, np.float32), wp)  # int8 [N, K]
-            packed = pack_int4(qw) if self.wbits <= 4 else None
-            cached = self._codes[name] = (wa, qw, packed, qw.sum(axis=1, dtype=np.int64))
+            packed = pack_int4_weights(pack_int4(qw), qw.shape[1]) if self.wbits <= 4 else pack_int8(qw)
+            cached = self._codes[name] = (wa, packed, qw.sum(axis=1, dtype=np.int64))
         return cached[1:]
 
 

@@ -7,7 +7,8 @@ For a convolution y = W * x + b with W [O, C, kh, kw] (Jacob et al. 2018, Sec. 2
   s_x = max|x[b]| / 127, quantized once *before* im2col (so the int8 codes, not floats, are unfolded);
 * im2col of the codes: one row per output position, A [B Ho Wo, kh kw C] int8 (channels last); then
       Y[m, o] = (sum_k A[m, k] Q_w[o, k]) s_x[b(m)] s_w[o] + b[o]
-  exactly what `refq.kernels.gemm_int8_dequant` computes (int32 accumulation, float32 epilogue).
+  exactly what `refq.kernels.gemm_int8_dequant` computes (int32 accumulation, float32 epilogue); the
+  weight codes are packed once, at quantization time, for the kernel that runs them.
 Everything else (ReLU, pooling, sigmoid, resizing, text pooling, the LSTM, CTC decoding) stays float32.
 `quantize_spotter` returns a params dict in which each conv weight is a `QuantizedWeight`; the model's
 `conv` dispatches on it, so the whole pipeline (detection, pooling, decoding, evaluation) runs unchanged.
@@ -26,7 +27,7 @@ from typing import NamedTuple
 import numpy as np
 
 from refq.autograd.ops_conv import out_size
-from refq.kernels import gemm_int8_dequant
+from refq.kernels import PackedWeights, dequant_epilogue, gemm_packed, pack_int8
 from refq.quant import fit_minmax, quantize
 
 QMAX = 127
@@ -34,10 +35,12 @@ ACT_SCALE_FLOOR = np.float32(1e-8)
 
 
 class QuantizedWeight(NamedTuple):
-    """Per-output-channel int8 conv weight: codes [O, kh*kw*C] ((kh, kw, C) order), scales [O] and the float shape."""
+    """Per-output-channel int8 conv weight: codes [O, kh*kw*C] ((kh, kw, C) order), scales [O], the float shape,
+    and the codes packed once for the GEMM kernel (refq.kernels.pack_int8; None: packed on each call)."""
     codes: np.ndarray
     scale: np.ndarray
     shape: tuple
+    packed: PackedWeights | None = None
 
 
 def quantize_weight(w: np.ndarray) -> QuantizedWeight:
@@ -47,7 +50,8 @@ def quantize_weight(w: np.ndarray) -> QuantizedWeight:
                          f"{getattr(w, 'dtype', type(w).__name__)} {getattr(w, 'shape', '')}")
     flat = np.ascontiguousarray(w.transpose(0, 2, 3, 1)).reshape(w.shape[0], -1)  # [O, C, kh, kw] -> [O, kh*kw*C]
     qp = fit_minmax(flat, 8, symmetric=True, granularity="channel", axis=0)
-    return QuantizedWeight(quantize(flat, qp), np.asarray(qp.scale, np.float32).reshape(-1), tuple(w.shape))
+    codes = quantize(flat, qp)  # int8 [O, kh*kw*C]
+    return QuantizedWeight(codes, np.asarray(qp.scale, np.float32).reshape(-1), tuple(w.shape), pack_int8(codes))
 
 
 def quantize_activation(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -93,7 +97,8 @@ def conv2d_int8(x: np.ndarray, qw: QuantizedWeight, bias: np.ndarray | None, str
     rows, (Ho, Wo) = im2col_codes(q, (kh, kw), stride, padding, dilation)  # [M, K]
     a_scale = np.repeat(s, Ho * Wo)  # [M]
     b = None if bias is None else np.asarray(bias, np.float32)
-    y = gemm_int8_dequant(rows, qw.codes, a_scale, qw.scale, b)  # [M, O]
+    packed = qw.packed if qw.packed is not None else pack_int8(qw.codes)
+    y = dequant_epilogue(gemm_packed(rows, packed), a_scale, qw.scale, b)  # [M, K] x [O, K] -> [M, O]
     return y.reshape(x.shape[0], Ho, Wo, O).transpose(0, 3, 1, 2)  # -> [B, O, Ho, Wo]
 
 

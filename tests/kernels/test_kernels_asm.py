@@ -23,7 +23,7 @@ if which == "avx2":
 else:
     vnni.gemm_int8_vnni(a, b)
     vnni.gemm_int4_vnni(a, np.zeros((32, 32), np.uint8), 64)
-    fns = [vnni._matmul_int8, vnni._matmul_int4]
+    fns = [vnni._tiles_int8, vnni._tiles_int4]
 for fn in fns:
     asm = "\n".join(fn.inspect_asm().values())
     ops = Counter(re.findall(r"^\s+(?:\{vex\}\s+)?(v[a-z0-9]+)\s", asm, re.M))  # {vex}: AVX-VNNI encoding

@@ -127,3 +127,15 @@ def test_row_tiles_cover_every_row_once():
         rows = np.concatenate([np.arange(s, s + r) for s, r in zip(starts, sizes)]) if m else np.zeros(0)
         np.testing.assert_array_equal(rows, np.arange(m))
         assert set(sizes.tolist()) <= {8, 4, 2, 1}
+
+
+@pytest.mark.skipif(not vnni.AVAILABLE, reason="no AVX-512 VNNI on this CPU")
+@pytest.mark.parametrize("threads_min_ops", [0, 1 << 62])
+def test_vnni_threaded_and_single_thread_paths_agree(monkeypatch, rng, threads_min_ops):
+    monkeypatch.setattr(vnni, "THREADS_MIN_OPS", threads_min_ops)  # 0: always threaded; huge: never
+    for m, n, k in ((1, 1, 1), (13, 70, 33), (197, 96, 64), (67, 45, 130)):
+        a = rng.integers(-128, 128, size=(m, k), dtype=np.int8)
+        b = rng.integers(-128, 128, size=(n, k), dtype=np.int8)
+        b4 = rng.integers(-8, 8, size=(n, k), dtype=np.int8)
+        np.testing.assert_array_equal(vnni.gemm_int8_vnni(a, b), gemm_int8_ref(a, b))
+        np.testing.assert_array_equal(vnni.gemm_int4_vnni(a, pack_nibbles(b4), k), gemm_int8_ref(a, b4))
