@@ -35,7 +35,7 @@ import numpy as np
 from refq.kernels import (dequant_epilogue, gemm_int4, gemm_int4_plain, gemm_int4_tiled, gemm_int8, gemm_int8_plain,
                           gemm_int8_tiled, quantize_per_token)
 from refq.quant.int4 import pack_int4
-from refq.sardfq.quant_vit import zero_point_dequant
+from refq.quant.qlinear import QLinear, Static, forward as qlinear_forward
 from refq.spotter.ctc import ctc_log_likelihoods, ctc_loss_and_grad
 from refq.autograd.gelu_f32 import gelu_f32, gelu_grad_f32
 from refq.quant.fake_f32 import log2_fake_quant_f32, quantize_rows_f32, uniform_fake_quant_f32
@@ -53,8 +53,8 @@ calls = {
     "gemm_int4_plain": lambda: gemm_int4_plain(a, pack_int4(b), 7),
     "dequant_epilogue": lambda: dequant_epilogue(gemm_int8(a, b), np.ones(5, np.float32), np.ones(3, np.float32)),
     "quantize_per_token": lambda: quantize_per_token(rng.standard_normal((4, 8)).astype(np.float32)),
-    "zero_point_dequant": lambda: zero_point_dequant(gemm_int8(a, b), np.zeros(5, np.int64), 1, np.zeros(3, np.int64),
-                                                     np.zeros(3, np.int64), 7, 0.1, np.ones(3, np.float32)),
+    "qlinear (zero points)": lambda: qlinear_forward(QLinear(b, np.ones(3, np.float32), 8, Static(0.1, 1),
+                                                             zero=np.ones(3, np.int32)), np.ones((5, 7), np.float32)),
     "ctc_loss_and_grad (serial, threaded)": lambda: [
         ctc_loss_and_grad(rng.standard_normal((2, 6, 4)).astype(np.float32), np.array([1, 2, 3]),
                           np.array([6, 6]), np.array([2, 1]), parallel=parallel) for parallel in (False, True)],

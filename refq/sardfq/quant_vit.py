@@ -17,21 +17,12 @@ first in ONE forward of the calibration images with activation quantization on a
 off, each quantizer fitted on its input as it arrives (so it sees the already-quantized activations
 before it), then the weights from the parameters.
 
-Integer path (`ops.integer = True`, inference only). A linear layer becomes an int8 x int8 (or int8 x
-packed int4 for b_w <= 4) GEMM on refq.kernels. Activations are per-tensor *asymmetric* (zero point z_x)
-and weights per-channel asymmetric (z_w[n]), so the integer accumulator is expanded with row sums:
-
-    acc[m, n] = sum_k (qx[m,k] - z_x)(qw[n,k] - z_w[n])
-              = (qx qw^T)[m, n] - z_w[n] sum_k qx[m,k] - z_x sum_k qw[n,k] + K z_x z_w[n]          (exact, int64)
-    y[m, n]   = s_x s_w[n] acc[m, n] + bias[n]                                                (float epilogue)
-
-This is the exact integer value of the fake-quant product, so the two paths differ only by float32
-rounding of the simulation's matmul. `integer_accumulate_ref` is the plain int64 definition it is tested
-against. The attention matmuls (q k^T, A V) use the fake-quant values in both paths.
-For speed, the linear layer caches each weight's codes, packed once in the GEMM kernel's layout, and
-their row sums (weights are fixed at inference)
-and applies the row-sum corrections and the float epilogue in one Numba pass (`zero_point_dequant`),
-which is tested bit-equal to `integer_accumulate` followed by `dequant_epilogue`.
+Integer path (`ops.integer = True`, inference only). Every linear layer runs on the shared integer
+floor, refq.quant.qlinear: a `QLinear` with the per-channel asymmetric weight codes (z_w[n], packed once
+for the GEMM kernel, int4 for b_w <= 4) and a `Static` per-tensor asymmetric activation quantizer (z_x).
+The floor expands sum_k (q_x - z_x)(q_w - z_w[n]) exactly around one integer GEMM and applies the float
+epilogue, so the two paths differ only by float32 rounding of the simulation's matmul. The attention
+matmuls (q k^T, A V) use the fake-quant values in both paths. Layers are cached per weight array.
 
 References: SARDFQ, arXiv:2412.16553 (quantization stage); I&S-ViT, arXiv:2311.10126 (quantizer placement,
 percentile-MSE init); Jacob et al., CVPR 2018, eq. (7)-(8) (zero-point expansion of an integer matmul);
@@ -40,19 +31,12 @@ Lin et al., "FQ-ViT", IJCAI 2022 (log2 attention quantizer); sardfq.md §7.2-7.4
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
 
 from refq.autograd import Tensor, no_grad
 from refq.autograd import functional as F
-from refq.kernels import gemm_int4, gemm_int8, gemm_packed, pack_int8
-from refq.kernels import pack_int4 as pack_int4_weights
-from refq.kernels.int8_gemm import THREADS_MIN_OUTPUTS
-from refq.kernels.threads import run_chunks
 from refq.models import vit
 from refq.quant import (ACTIVATION_PERCENTILES, WEIGHT_PERCENTILES, QParams, fake_quant, fit_mse, log2_fake_quant,
-                        quantize)
-from refq.quant.fake_f32 import quantize_rows_f32
-from refq.quant.int4 import pack_int4
+                        qlinear, quantize)
 
 PATCH_INPUT = "patch_embed.proj.in"
 
@@ -71,7 +55,7 @@ class QuantOps(vit.LayerOps):
         self.quant_weight = True
         self.calibrating = False  # fit missing activation quantizers on the fly
         self.integer = False  # run linear layers on the integer kernels (inference only)
-        self._codes: dict[str, tuple] = {}  # layer -> (weight array, PackedWeights, row sums of the codes [N])
+        self._codes: dict[str, tuple] = {}  # layer -> (weight array, bias array, its refq.quant.qlinear.QLinear)
 
     # ---- quantizers -------------------------------------------------------------
     def act_q(self, key: str, x):
@@ -109,93 +93,25 @@ class QuantOps(vit.LayerOps):
         return F.matmul(a, self.act_q(name + ".v", v))  # -> [B, H, N, Dh]
 
     def _integer_linear(self, name, x, w, b):
-        """The linear layer on integer codes: exact int accumulator, then the float epilogue."""
+        """The linear layer on the shared integer floor (refq.quant.qlinear): exact int sums, float epilogue."""
         xa = x.data if isinstance(x, Tensor) else np.asarray(x)
         wa = w.data if isinstance(w, Tensor) else np.asarray(w)
         ba = None if b is None else np.asarray(b.data if isinstance(b, Tensor) else b, np.float32)
-        ap, wp = self.act[name + ".in"], self.weights[name]
+        layer = self._int_layer(name, wa, ba)
         x2 = np.ascontiguousarray(xa.reshape(-1, xa.shape[-1]), dtype=np.float32)  # [..., K] -> [M, K]
-        qx, row_x, bad = quantize_rows_f32(x2, ap.scale.item(), ap.zero.item(), ap.qmin, ap.qmax)  # [M, K], [M]
-        if bad:  # non-finite input: the plain quantizer raises its error
-            qx = quantize(x2, ap)
-            row_x = qx.sum(axis=1, dtype=np.int64)
-        packed, row_w = self._weight_codes(name, wa, wp)  # PackedWeights (int8 or int4), int64 [N]
-        raw = gemm_packed(qx, packed)  # [M, N] int32
-        y = zero_point_dequant(raw, row_x, int(ap.zero), wp.zero, row_w, qx.shape[1],
-                               float(ap.scale), wp.scale, ba)  # [M, N] float32
+        y = qlinear.forward(layer, x2)  # [M, N] float32
         return Tensor(y.reshape(xa.shape[:-1] + (wa.shape[0],)))  # -> [..., N]
 
-    def _weight_codes(self, name, wa, wp):
-        """A layer's weight codes packed for the GEMM kernel (int4 for b_w <= 4) and their row sums, once per array."""
+    def _int_layer(self, name, wa, ba) -> qlinear.QLinear:
+        """The layer's QLinear (codes packed once for the kernel), rebuilt only for a new weight or bias array."""
         cached = self._codes.get(name)
-        if cached is None or cached[0] is not wa:
-            qw = quantize(np.ascontiguousarray(wa, np.float32), wp)  # int8 [N, K]
-            packed = pack_int4_weights(pack_int4(qw), qw.shape[1]) if self.wbits <= 4 else pack_int8(qw)
-            cached = self._codes[name] = (wa, packed, qw.sum(axis=1, dtype=np.int64))
-        return cached[1:]
-
-
-def integer_accumulate(qx: np.ndarray, zx: int, qw: np.ndarray, zw: np.ndarray, packed: bool = False) -> np.ndarray:
-    """int32 [M, N] sum_k (qx - zx)(qw - zw[n]) from one kernel GEMM plus row-sum corrections."""
-    if qx.dtype != np.int8 or qw.dtype != np.int8:
-        raise ValueError(f"integer_accumulate: codes have dtypes {qx.dtype}, {qw.dtype}, expected int8")
-    K = qx.shape[1]
-    raw = gemm_int4(qx, pack_int4(qw), K) if packed else gemm_int8(qx, qw)  # [M, N] int32, sum qx qw
-    zw = zw.astype(np.int64)  # [N]
-    row_x = qx.sum(axis=1, dtype=np.int64)  # [M]
-    row_w = qw.sum(axis=1, dtype=np.int64)  # [N]
-    acc = raw.astype(np.int64) - row_x[:, None] * zw[None, :] - zx * row_w[None, :] + K * zx * zw[None, :]  # [M, N]
-    assert np.abs(acc).max(initial=0) < 2 ** 31, "integer_accumulate: accumulator exceeds int32"
-    return acc.astype(np.int32)
-
-
-@njit(cache=True, nogil=True)
-def _zero_point_dequant(raw, row_x, zw, col, sx, sw, bias, has_bias, out, m0, m1):
-    """out[m, n] = float32(float64(raw - row_x[m] zw[n] + col[n]) sx sw[n] (+ bias[n])) for rows m0..m1.
-
-    The bracket is computed in int32: int32 arithmetic wraps modulo 2^32, so the bracket is exact whenever
-    its true value fits in int32 (the wrapper checks K for that), and int32 -> float64 conversion vectorises
-    where int64 would not.
-    """
-    for m in range(m0, m1):
-        r = row_x[m]
-        for n in range(raw.shape[1]):
-            acc = np.int32(np.int32(raw[m, n] - np.int32(r * zw[n])) + col[n])
-            y = np.float64(acc) * sx * np.float64(sw[n])
-            if has_bias:
-                y = y + np.float64(bias[n])
-            out[m, n] = np.float32(y)
-
-
-def zero_point_dequant(raw: np.ndarray, row_x: np.ndarray, zx: int, zw: np.ndarray, row_w: np.ndarray, k: int,
-                       sx: float, sw: np.ndarray, bias=None) -> np.ndarray:
-    """float32 [M, N] = s_x s_w[n] (raw[m, n] - row_x[m] z_w[n] - z_x row_w[n] + K z_x z_w[n]) + bias[n].
-
-    raw: int32 [M, N] = sum_k qx qw (the kernel GEMM); row_x [M], row_w [N]: row sums of the codes; k = K;
-    the scales are float32, as in the epilogue.
-    The bracket is `integer_accumulate` (exact) and the rest `dequant_epilogue` (float64, rounded once to
-    float32), fused into one pass over [M, N]. The bracket equals sum_k (qx - z_x)(qw - z_w[n]), at most
-    255 * 255 * K in size, so K <= 33025 keeps it in int32 (ValueError beyond).
-    """
-    if 255 * 255 * k >= 2 ** 31:
-        raise ValueError(f"zero_point_dequant: K={k} can overflow the int32 bracket (K <= 33025)")
-    out = np.empty(raw.shape, np.float32)  # [M, N]
-    zw = np.asarray(zw, np.int64).reshape(-1)  # [N]
-    sw = np.asarray(sw, np.float32).reshape(-1)  # [N]
-    col = (k * np.int64(zx) * zw - np.int64(zx) * np.asarray(row_w, np.int64)).astype(np.int32)  # [N], wraps
-    has_bias = bias is not None
-    run_chunks(_zero_point_dequant, raw.shape[0], raw, np.asarray(row_x, np.int64).astype(np.int32),
-               zw.astype(np.int32), col, np.float64(np.float32(sx)), sw,
-               np.asarray(bias, np.float32) if has_bias else sw, has_bias, out,
-               threads=None if raw.size >= THREADS_MIN_OUTPUTS else 1)
-    return out
-
-
-def integer_accumulate_ref(qx: np.ndarray, zx: int, qw: np.ndarray, zw: np.ndarray) -> np.ndarray:
-    """Plain int64 definition sum_k (qx - zx)(qw - zw[n]), as int32 [M, N]."""
-    centred_x = qx.astype(np.int64) - zx  # [M, K]
-    centred_w = qw.astype(np.int64) - zw.astype(np.int64)[:, None]  # [N, K]
-    return (centred_x @ centred_w.T).astype(np.int32)  # [M, N]
+        if cached is None or cached[0] is not wa or cached[1] is not ba:
+            ap, wp = self.act[name + ".in"], self.weights[name]
+            act = qlinear.Static(float(ap.scale), int(ap.zero), ap.bits)
+            layer = qlinear.QLinear(quantize(np.ascontiguousarray(wa, np.float32), wp), wp.scale.reshape(-1),
+                                    max(self.wbits, 2), act, zero=wp.zero.reshape(-1), bias=ba)
+            cached = self._codes[name] = (wa, ba, layer)
+        return cached[2]
 
 
 def linear_weights(params: dict, cfg: vit.ViTConfig) -> dict[str, np.ndarray]:
