@@ -7,17 +7,18 @@ quantized linear layer, the statistics all methods need (so every method sees th
     count    number of tokens N                         (padding rows are dropped by a row mask)
     inputs   the first `keep_inputs` rows of x (float32), for layer-wise error plots and tests
 
-The activations come from the FP model in one pass (aser.md §2.2 "Scope", the default [D]; SVD-LLM and the
+The activations come from the FP model in one pass (docs/aser.md, A7; SVD-LLM and the
 LQER profiler do the same), through the model's named linear hook.
 
-Calibration data for stories260K (aser.md §2.6 scaled down), two variants:
+Calibration data for stories260K (docs/aser.md, A7), two variants:
 * text: the stories of tinystories_excerpt.txt (one per line) after removing case-insensitive duplicates
   (the file repeats some stories); the first CALIB_STORIES distinct stories calibrate, the remaining ones
   are the evaluation split, so calibration and evaluation never share a story (`split_stories`);
 * generated (data-free): stories sampled from the FP model itself at temperature 1 with a seeded
   np.random.Generator (`generate_tokens`), BOS-separated like the text stream.
 
-References: aser.md §2.2 (Gram, one FP pass), §2.6 (calibration), §5.6 (L2QER's mean|x|), §5.7 (SVD-LLM's
+References: ASER, AAAI 2025 (Error Reconstruction: the Gram of the layer inputs); docs/aser.md, A3 and A7;
+Zhang et al., "LQER", ICML 2024, Sec. 3.2 (L2QER's mean|x|); Wang et al., "SVD-LLM", ICLR 2025 (one
 profiling pass); Frantar et al., "GPTQ", ICLR 2023 (H = 2 X X^T from calibration inputs).
 """
 from __future__ import annotations

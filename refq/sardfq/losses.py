@@ -1,15 +1,15 @@
 """Synthesis losses of SARDFQ and of the PSAQ-ViT baseline, each a small function on refq Tensors.
 
-* `apa_loss`   Attention Priors Alignment (sardfq.md §4.2):
+* `apa_loss`   Attention Priors Alignment (SARDFQ, APA):
                  L_APA = sum_{l in S} sum_h (l / L) mean_{b, i} (A_{b,l,h}[0, patches]_i - prior_{b,l,h,i})^2
                with l 1-indexed, S the APA block set of `apa_blocks` and A the post-softmax attention
-               (row 0 = class-token query, columns = patch keys, not renormalised [G]).
-* `soft_labels`, `soft_cross_entropy`   Soft-Label learning (§6): T = softmax(Z), Z[c] ~ U(5, 10) for
+               (row 0 = class-token query, columns = patch keys, not renormalised: docs/sardfq.md, S2).
+* `soft_labels`, `soft_cross_entropy`   Soft-Label learning (SARDFQ, SL; docs/sardfq.md, S4): T = softmax(Z), Z[c] ~ U(5, 10) for
                the target classes c, 0 elsewhere; L_SL = -mean_rows sum_c T(c) log softmax(logits)(c).
-* `tv_loss`    PSAQ's total variation (§3.2): TV(x) = ||d1||_F + ||d2||_F + ||d3||_F + ||d4||_F over the
+* `tv_loss`    PSAQ-ViT's total variation (docs/sardfq.md, S1): TV(x) = ||d1||_F + ||d2||_F + ||d3||_F + ||d4||_F over the
                whole batch (horizontal, vertical, anti-diagonal, diagonal neighbour differences), and the
                loss |TV(x) - v| with a random target v (`psaq_tv_target`), or plain TV(x) (target=None).
-* `pse_loss`   PSAQ-ViT's patch-similarity entropy (§3.3), for the PSAQ baseline only: per block, the
+* `pse_loss`   PSAQ-ViT's patch-similarity entropy (PSAQ-ViT, Sec. 3), for the PSAQ baseline only: per block, the
                cosine similarities S of the head-averaged attention outputs of the patch tokens, a
                Gaussian KDE (bandwidth h) of S[b] on a 10-point grid spanning [min S, max S] (constants),
                the differential entropy H_b = trapz(-(pdf + 1e-4) log(pdf + 1e-4)); L_PSE = -sum_blocks mean_b H_b.
@@ -17,7 +17,7 @@
 References: SARDFQ, arXiv:2412.16553 (APA, SL, total loss L_G = alpha1 L_APA + L_SL + 0.05 L_TV);
 Li et al., "Patch Similarity Aware Data-Free Quantization for Vision Transformers" (PSAQ-ViT), ECCV 2022,
 Sec. 3 (patch similarity, KDE entropy); Mahendran & Vedaldi, "Understanding Deep Image Representations by
-Inverting Them", CVPR 2015 (total variation prior); sardfq.md §3.2-3.4, §4, §6.
+Inverting Them", CVPR 2015 (total variation prior); docs/sardfq.md, S1, S2, S4.
 """
 from __future__ import annotations
 
@@ -30,13 +30,13 @@ from refq.autograd import functional as F
 
 APA_MODES = ("latter_half", "literal", "all")
 # PSAQ-ViT's TV target v ~ U(2500, 3000) is for one batch of 32 x 3 x 224 x 224 images; refq rescales it by
-# sqrt(#elements / PSAQ_ELEMENTS) (a Frobenius norm grows as the square root of the element count) [G].
+# sqrt(#elements / PSAQ_ELEMENTS) (a Frobenius norm grows as the square root of the element count) (docs/sardfq.md, S7).
 PSAQ_TV_RANGE = (2500.0, 3000.0)
 PSAQ_ELEMENTS = 32 * 3 * 224 * 224
 
 
 def apa_blocks(depth: int, mode: str = "latter_half") -> list[int]:
-    """0-indexed APA blocks: 'latter_half' l = L/2+1..L [G], 'literal' l = L/2..L (as written), 'all'."""
+    """0-indexed APA blocks: 'latter_half' l = L/2+1..L (docs/sardfq.md, S2), 'literal' l = L/2..L (as written), 'all'."""
     if mode not in APA_MODES:
         raise ValueError(f"apa_blocks: mode={mode!r}, expected one of {APA_MODES}")
     if depth < 1:

@@ -1,23 +1,23 @@
 """Calibration-image synthesis: Gaussian noise, PSAQ-ViT inversion, and SARDFQ (APA + MSR + SL).
 
-The generation loop of sardfq.md §9 (inherited from PSAQ-ViT, §3.1), on the frozen full-precision ViT:
+The generation loop of PSAQ-ViT that SARDFQ inherits (docs/sardfq.md, S1), on the frozen full-precision ViT:
 
     x ~ N(0, 1) [B, C, H, W] (normalised space);  labels y0 ~ UniformInt[0, C)
     Adam(lr 0.2, betas (0.5, 0.9), eps 1e-8), state kept across rounds
     for each round r (jitter limit lim_r):  for it in 0..iters-1:
         lr   = warm-up (first warmup_frac of the round) then cosine to 0        (restarted per round)
         x_j  = flip_w(roll(x, (o, o)))   o ~ UniformInt[-lim_r, lim_r], flip with probability 1/2
-        L    = alpha1 L_APA(x_j) + mean_b SoftCE(f(x_j)_b, T_b)                  (SARDFQ, §3.4)
-               + (1/B) sum_{b,i} SoftCE(f(patch_{b,i}), T_{b,i})               (MSR regions, §5.2)
+        L    = alpha1 L_APA(x_j) + mean_b SoftCE(f(x_j)_b, T_b)                  (SARDFQ's L_G)
+               + (1/B) sum_{b,i} SoftCE(f(patch_{b,i}), T_{b,i})               (MSR regions, S3)
                + 0.05 |TV(x_j) - v|
-          or   L_PSE(x_j) + CE(f(x_j), y0) + 0.05 |TV(x_j) - v|                  (PSAQ-ViT, §3.3)
+          or   L_PSE(x_j) + CE(f(x_j), y0) + 0.05 |TV(x_j) - v|                  (PSAQ-ViT)
         x    = clip(x - Adam step, (0 - mean) / std, (1 - mean) / std)           (the valid pixel range)
 
-Switches (the ablation of §8.3): apa=False drops the APA term, sl=False replaces the soft targets by
+Switches (the paper's ablation of APA, MSR and SL): apa=False drops the APA term, sl=False replaces the soft targets by
 one-hot cross-entropy on the labels, msr=False drops the regions (the image target is then {y0} only).
 All switches off is the `CE + 0.05 TV` baseline. MSR regions are cut from the un-jittered x and get
-their own roll/flip (one offset and one coin per iteration for all regions) [G]. Method 'noise' returns
-the N(0, 1) starting images as they are, unclipped (PSAQ-ViT's Gaussian-noise calibration, §7.5).
+their own roll/flip (one offset and one coin per iteration for all regions; docs/sardfq.md, S3). Method 'noise' returns
+the N(0, 1) starting images as they are, unclipped (PSAQ-ViT's Gaussian-noise calibration).
 
 Scaling to refq's CPU budget (documented defaults, every one a field of SynthConfig):
 * iterations: 2 rounds x `iters` (PSAQ/SARDFQ: 2 x 500); warm-up = 20% of a round (PSAQ: 100 of 500).
@@ -28,7 +28,7 @@ Scaling to refq's CPU budget (documented defaults, every one a field of SynthCon
 from each chunk's min/max).
 
 References: SARDFQ, arXiv:2412.16553 (L_G, APA, MSR, SL); PSAQ-ViT (Li et al., ECCV 2022) generation loop;
-sardfq.md §3, §5.2, §9, §10 items 2-8.
+docs/sardfq.md, S1-S4, S6-S7.
 """
 from __future__ import annotations
 
@@ -47,9 +47,9 @@ from refq.sardfq.msr import MSRPlan, msr_crops, sample_msr
 from refq.sardfq.priors import sample_priors
 
 METHODS = ("noise", "psaq", "sardfq")
-# alpha1 of L_G. The paper searches it per model in 1..1e5 [P]. With 7 x 7 priors summing to 1 the raw
+# alpha1 of L_G. The paper searches it per model in 1..1e5. With 7 x 7 priors summing to 1 the raw
 # L_APA of the Fashion-MNIST ViT is ~7e-3 at the start (3 APA blocks x 3 heads), so alpha1 = 1e3 puts it
-# at the scale of the soft cross-entropy terms (sardfq.md §4.4). Chosen by SARDFQ W4A4 top-1 on 2000
+# at the scale of the soft cross-entropy terms (docs/sardfq.md, S6). Chosen by SARDFQ W4A4 top-1 on 2000
 # held-out *training* images (train[58000:60000]; never the test set), seed 0, default settings:
 # alpha1 = 1e2: 51.85%, 1e3: 53.05%, 1e4: 52.30% (`python -m refq.sardfq.table --sweep-alpha 100 1000 10000
 # --seeds 0`, run on a 3-epoch/6000-image development ViT while the shipped checkpoint was training).
@@ -236,7 +236,7 @@ def synthesize(params: dict, cfg: vit.ViTConfig, sc: SynthConfig, rng: np.random
             opt.zero_grad()
             xj = jitter(x, int(rng.integers(-lim, lim + 1)), bool(rng.random() < 0.5))  # [B, C, H, W]
             patch_shift = (0, False)
-            if sc.patch_jitter:  # one roll offset and one flip coin for all MSR regions [G]
+            if sc.patch_jitter:  # one roll offset and one flip coin for all MSR regions (docs/sardfq.md, S3)
                 patch_shift = (int(rng.integers(-lim, lim + 1)), bool(rng.random() < 0.5))
             parts: dict[str, float] = {}
             for b0 in range(0, sc.batch, chunk):

@@ -5,15 +5,15 @@
 * AABB IoU loss (Yu et al. 2016, UnitBox; EAST Eq. 6-8) on the positive pixels, distances (t, r, b, l):
       I = (min(t, t*) + min(b, b*)) (min(l, l*) + min(r, r*)),  U = A + A* - I,
       L_AABB = -log((I + 1) / (U + 1))            (the +1 smoothing of argman/EAST), averaged over positives
-* Recognition: CTC on the per-column logits, 'mean' reduction (loss / label length, batch mean), spec Sec. 6.5.
-* Joint loss (spec Sec. 2.3): L = w_cls L_cls + w_geo L_AABB + w_rec L_CTC. refq uses w_cls = 1 rather
+* Recognition: CTC on the per-column logits, 'mean' reduction (loss / label length, batch mean), docs/spotter.md T4.
+* Joint loss (Sui et al. 2018 train both tasks together; weights: docs/spotter.md T4): L = w_cls L_cls + w_geo L_AABB + w_rec L_CTC. refq uses w_cls = 1 rather
   than argman's 0.01: with the dice loss alone on the score map it is the only signal for the
   background, and 0.01 made the score map lag far behind the geometry in short CPU runs.
 
 References:
     Milletari et al., "V-Net", 3DV 2016, Eq. 1 (dice). Yu et al., "UnitBox", ACM MM 2016 (IoU loss).
     Zhou et al., "EAST", CVPR 2017, Sec. 3.4 (loss functions). Graves et al., ICML 2006 (CTC).
-    refq spotter spec, Sec. 2.2-2.3 and Sec. 6.5.
+    Sui et al., ICPR 2018 (joint training). docs/spotter.md, T4.
 """
 from __future__ import annotations
 

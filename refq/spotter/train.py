@@ -1,6 +1,6 @@
-"""Seeded end-to-end training of the spotter on a pre-generated synthetic dataset (spec Sec. 1.4, 2.3, 7).
+"""Seeded end-to-end training of the spotter on a pre-generated synthetic dataset (docs/spotter.md T5).
 
-One step on a batch of B images (forward pass of spec Sec. 1.4):
+One step on a batch of B images (Sui et al. 2018: both tasks in one network):
     F = backbone(x);  S, G = det_head(F)                      -> L_det = w_cls dice + w_geo IoU   (losses.py)
     RoIs = jittered ground-truth words (every cared word); after `pred_from` of the steps, for half of the
            images the detector's own boxes matched to a GT word (IoU > 0.5) replace the GT box, so the
@@ -12,16 +12,16 @@ only on its box plus a 16 px margin. `crop_words` more words per step (from anyw
 set) are cut out with that margin and shelf-packed into canvases of the image size, which go through
 the same backbone pass (recognition loss only). A canvas holds about 8-10 words where a scene holds
 3.7, so recognition gets about twice the samples per backbone pixel -- what makes CPU training feasible.
-Details: jitter of each box side uniform in +-`jitter` x box height (spec Sec. 1.3); W_i raised to the
+Details: jitter of each box side uniform in +-`jitter` x box height (T5); W_i raised to the
 CTC minimum L + repeats where the aspect rule gives fewer columns; words grouped by pooled width into
 recognizer batches; Adam with linear warm-up and cosine decay; global gradient-norm clipping at 5 (CTC
-spikes early, spec Sec. 2.3). Models with tasks 'det' or 'rec' drop the other loss (ablation).
+spikes early, T5). Models with tasks 'det' or 'rec' drop the other loss (ablation).
 Every `eval_every` steps the model is scored on a validation set and the checkpoint is written (so an
 interrupted run leaves its latest weights and history behind).
 
 References: Liu et al., "FOTS", CVPR 2018, Sec. 3.3-3.4 (joint training, recognition on GT RoIs);
 Kingma & Ba, ICLR 2015 (Adam); Pascanu et al., "On the difficulty of training recurrent neural
-networks", ICML 2013 (gradient-norm clipping); refq spotter spec, Sec. 1.4, 2.3 and 7.
+networks", ICML 2013 (gradient-norm clipping); docs/spotter.md, T5.
 """
 from __future__ import annotations
 
