@@ -10,6 +10,7 @@ float correction of the total error E = W m - Q_W(W_n) found by the SVD of the w
 S S^T = X_s X_s^T (ASER, Error Reconstruction; docs/aser.md, A3).
 
 Modules (one concept each; import the ones you need, this package imports nothing heavy):
+  types         LayerStats (Gram X^T X in float64, absmax, mean|x| of a layer input) and the linear names
   calibrate     one FP pass over calibration tokens: Gram X^T X (float64), absmax, mean|x| per layer input
   whiten_svd    Cholesky with eigenvalue-shift fallback, whitened truncated SVD (+ naive twin), rank rules
   smoothing     smoothing factors m, outlier channels O, the split W_s = W_n + W_o

@@ -23,17 +23,14 @@ import sys
 
 import numpy as np
 
-from refq.aser.calibrate import LLAMA_LINEARS, LayerStats
 from refq.aser.methods import DEFAULT_SCOPE, quantize_linear
 from refq.aser.qlinear import QuantizedLinear, forward_int, forward_sim
 from refq.aser.settings import QuantSettings
 from refq.aser.smoothing import weight_column_absmax
+from refq.aser.types import BERT_LINEARS, LLAMA_LINEARS, LayerStats
 from refq.autograd import functional as F
 from refq.autograd.engine import Tensor, as_array
 from refq.models.llama import LlamaOps
-
-BERT_LINEARS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
-                "intermediate.dense", "output.dense")
 
 
 def llama_linear_weights(params: dict, cfg) -> dict[str, np.ndarray]:

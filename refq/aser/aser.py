@@ -24,12 +24,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from refq.aser.calibrate import LayerStats
 from refq.aser.gptq import quantize_base
 from refq.aser.qlinear import QuantizedLinear
 from refq.aser.rtn import check_stats, check_weight, dequantize_weight
 from refq.aser.settings import QuantSettings
 from refq.aser.smoothing import SmoothSplit, smooth_and_extract, smooth_gram
+from refq.aser.types import LayerStats
 from refq.aser.whiten_svd import reconstruct
 
 

@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from refq.aser.apply import bert_groups, bert_linear_weights, llama_groups, llama_linear_weights, quantize_layers
-from refq.aser.calibrate import (CALIB_STORIES, LayerStats, calibrate_bert, calibrate_llama, generate_tokens,
-                                 sentences_of, split_stories)
+from refq.aser.calibrate import (CALIB_STORIES, calibrate_bert, calibrate_llama, generate_tokens, sentences_of,
+                                 split_stories)
 from refq.aser.evaluate import bert_embed, embedding_agreement, layer_errors, llama_perplexity, model_overhead
 from refq.aser.settings import QuantSettings
+from refq.aser.types import LayerStats
 
 CALIB_TOKENS = 2560
 HELD_OUT_TOKENS = 1024  # evaluation tokens whose layer inputs measure the layer-wise output error

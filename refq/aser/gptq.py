@@ -29,10 +29,10 @@ from __future__ import annotations
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve, cholesky
 
-from refq.aser.calibrate import LayerStats
 from refq.aser.qlinear import QuantizedLinear
 from refq.aser.rtn import check_stats, check_weight, quantize_weight
 from refq.aser.settings import QuantSettings
+from refq.aser.types import LayerStats
 
 
 def _prepare(w: np.ndarray, h: np.ndarray, bits: int, damp: float, act_order: bool, fn: str):

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from refq.aser.calibrate import LayerStats
 from refq.aser.qlinear import QuantizedLinear
 from refq.aser.settings import QuantSettings
+from refq.aser.types import LayerStats
 from refq.quant.ranges import fit_minmax
 from refq.quant.uniform import quantize
 

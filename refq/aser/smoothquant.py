@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import numpy as np
 
-from refq.aser.calibrate import LayerStats
 from refq.aser.qlinear import QuantizedLinear
 from refq.aser.rtn import check_stats, check_weight, quantize_weight
 from refq.aser.settings import QuantSettings
 from refq.aser.smoothing import smooth_weight, smoothing_factors, weight_column_absmax
+from refq.aser.types import LayerStats
 
 
 def smoothquant(w: np.ndarray, stats: LayerStats, settings: QuantSettings,
