@@ -32,6 +32,8 @@ docs/sardfq.md, S1-S4, S6-S7.
 """
 from __future__ import annotations
 
+import functools
+import operator
 import sys
 import time
 from dataclasses import dataclass, field
@@ -161,43 +163,55 @@ def sample_targets(cfg: vit.ViTConfig, sc: SynthConfig, rng: np.random.Generator
 def _classification(logits, soft: np.ndarray | None, hard: np.ndarray, batch: int):
     """Sum over rows of SoftCE (or one-hot CE without soft targets), divided by the full batch size."""
     if soft is not None:
-        return F.mul(losses.soft_cross_entropy(logits, soft, reduction="sum"), 1.0 / batch)
-    return F.mul(F.cross_entropy(logits, hard), logits.shape[0] / batch)
+        return losses.soft_cross_entropy(logits, soft, reduction="sum") * (1.0 / batch)
+    return F.cross_entropy(logits, hard) * (logits.shape[0] / batch)
 
 
-def _chunk_loss(params, cfg, sc, t: SynthResult, x, xj, b0: int, b1: int, patch_shift: tuple):
-    """Loss terms (summed over images b0..b1-1, divided by B) of one chunk; returns (total, parts)."""
-    B, nb = sc.batch, b1 - b0
-    inputs = [F.getitem(xj, slice(b0, b1))]  # [nb, C, H, W]
+@dataclass(frozen=True)
+class Chunk:
+    """Images b0..b1-1 of one synthesis step, the unit `_chunk_loss` works on (the batch split for memory)."""
+
+    x: Tensor  # [B, C, H, W] the images as optimised (MSR regions are cut from these)
+    xj: Tensor  # [B, C, H, W] the same images rolled / flipped for this step
+    b0: int
+    b1: int
+    patch_shift: tuple = (0, False)  # (roll offset, flip) shared by all MSR regions of the step
+
+
+def _chunk_loss(params, cfg, sc: SynthConfig, t: SynthResult, chunk: Chunk) -> tuple[Tensor, dict]:
+    """Loss terms of one chunk (summed over its images, divided by B), without TV; returns (total, parts)."""
+    B, b0, b1 = sc.batch, chunk.b0, chunk.b1
+    nb = b1 - b0
+    inputs = [chunk.xj[b0:b1]]  # [nb, C, H, W]
     plan = t.plan.for_images(b0, b1) if t.plan is not None else None
-    if plan is not None and len(plan):
-        crops = msr_crops(F.getitem(x, slice(b0, b1)), plan, (cfg.img_size, cfg.img_size))  # [R, C, H, W]
-        inputs.append(jitter(crops, *patch_shift))
+    has_regions = plan is not None and len(plan) > 0
+    if has_regions:
+        crops = msr_crops(chunk.x[b0:b1], plan, (cfg.img_size, cfg.img_size))  # [R, C, H, W]
+        inputs.append(jitter(crops, *chunk.patch_shift))
     ops = RecordingOps()
     logits, attns = vit.forward(params, cfg, F.concat(inputs, axis=0) if len(inputs) > 1 else inputs[0],
-                                return_attn=True, ops=ops)
-    img_logits = F.getitem(logits, slice(0, nb))  # [nb, classes]
-    parts = {}
+                                return_attn=True, ops=ops)  # [nb + R, classes]
+    img_logits = logits[0:nb]  # [nb, classes]
     patch_start = 1 + int(cfg.distilled)
+    parts = {}
     if sc.method == "psaq":
-        outs = [F.getitem(o, slice(0, nb)) for o in ops.av_outputs]  # per block [nb, H, N, Dh]
-        parts["pse"] = F.mul(losses.pse_loss(outs, patch_start, sc.pse_bandwidth), nb / B)
-        parts["ce"] = F.mul(F.cross_entropy(img_logits, t.labels[b0:b1]), nb / B)
+        av_outputs = [o[0:nb] for o in ops.av_outputs]  # per block [nb, H, N, Dh]
+        parts["pse"] = losses.pse_loss(av_outputs, patch_start, sc.pse_bandwidth) * (nb / B)  # L_PSE
+        parts["ce"] = F.cross_entropy(img_logits, t.labels[b0:b1]) * (nb / B)  # CE(f(x), y0)
     else:
         if t.priors is not None:
             blocks = losses.apa_blocks(cfg.depth, sc.apa_mode)
-            img_attns = [F.getitem(a, slice(0, nb)) if i in blocks else None for i, a in enumerate(attns)]
-            apa = losses.apa_loss(img_attns, t.priors[b0:b1], blocks, cfg.depth, patch_start)
-            parts["apa"] = F.mul(apa, sc.alpha1 * nb / B)
-        soft = None if t.image_targets is None else t.image_targets[b0:b1]
-        parts["ce"] = _classification(img_logits, soft, t.labels[b0:b1], B)
-        if plan is not None and len(plan):
+            img_attns = [a[0:nb] if i in blocks else None for i, a in enumerate(attns)]
+            l_apa = losses.apa_loss(img_attns, t.priors[b0:b1], blocks, cfg.depth, patch_start)
+            parts["apa"] = l_apa * (sc.alpha1 * nb / B)  # alpha1 L_APA
+        image_targets = None if t.image_targets is None else t.image_targets[b0:b1]
+        parts["ce"] = _classification(img_logits, image_targets, t.labels[b0:b1], B)  # L_SL of the images
+        if has_regions:
             rows = np.flatnonzero((t.plan.batch_index >= b0) & (t.plan.batch_index < b1))
-            soft = None if t.patch_targets is None else t.patch_targets[rows]
-            parts["msr"] = _classification(F.getitem(logits, slice(nb, None)), soft, plan.labels, B)
-    total = None
-    for v in parts.values():
-        total = v if total is None else F.add(total, v)
+            region_targets = None if t.patch_targets is None else t.patch_targets[rows]
+            region_logits = logits[nb:]  # [R, classes]
+            parts["msr"] = _classification(region_logits, region_targets, plan.labels, B)  # L_SL of the regions
+    total = functools.reduce(operator.add, parts.values())  # L_G without its 0.05 L_TV term
     return total, {k: float(v.item()) for k, v in parts.items()}
 
 
@@ -205,7 +219,7 @@ def objective(params: dict, cfg: vit.ViTConfig, sc: SynthConfig, t: SynthResult,
     """The synthesis loss terms at images x without jitter or flip (for monitoring and tests)."""
     with no_grad():
         xt = Tensor(np.asarray(x, np.float32))
-        _, parts = _chunk_loss(params, cfg, sc, t, xt, xt, 0, sc.batch, (0, False))
+        _, parts = _chunk_loss(params, cfg, sc, t, Chunk(xt, xt, 0, sc.batch))
         parts["tv"] = sc.tv_weight * float(losses.tv_loss(xt, t.tv_target).item())
     parts["loss"] = sum(parts.values())
     return parts
@@ -240,11 +254,12 @@ def synthesize(params: dict, cfg: vit.ViTConfig, sc: SynthConfig, rng: np.random
                 patch_shift = (int(rng.integers(-lim, lim + 1)), bool(rng.random() < 0.5))
             parts: dict[str, float] = {}
             for b0 in range(0, sc.batch, chunk):
-                loss, chunk_parts = _chunk_loss(params, cfg, sc, t, x, xj, b0, min(b0 + chunk, sc.batch), patch_shift)
+                part = Chunk(x, xj, b0, min(b0 + chunk, sc.batch), patch_shift)
+                loss, chunk_parts = _chunk_loss(params, cfg, sc, t, part)
                 loss.backward()
                 for k, v in chunk_parts.items():
                     parts[k] = parts.get(k, 0.0) + v
-            tv = F.mul(losses.tv_loss(xj, t.tv_target), sc.tv_weight)
+            tv = losses.tv_loss(xj, t.tv_target) * sc.tv_weight  # 0.05 L_TV on the whole batch
             tv.backward()
             parts["tv"] = float(tv.item())
             opt.step()

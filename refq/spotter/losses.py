@@ -32,10 +32,10 @@ def dice_loss(prob, target, mask) -> Tensor:
     target, mask = np.asarray(target, dtype=prob.dtype), np.asarray(mask, dtype=prob.dtype)
     if target.shape != prob.shape or mask.shape != prob.shape:
         raise ValueError(f"dice_loss: prob {prob.shape}, target {target.shape} and mask {mask.shape} differ")
-    pm = F.mul(prob, mask)
-    inter = F.sum(F.mul(pm, target))
-    denom = F.add(F.sum(pm), float((target * mask).sum()) + DICE_EPS)
-    return F.sub(1.0, F.div(F.mul(inter, 2.0), denom))
+    pm = prob * mask  # p m
+    inter = (pm * target).sum()  # sum(y p m)
+    denom = pm.sum() + (float((target * mask).sum()) + DICE_EPS)  # sum(p m) + sum(y m) + eps
+    return 1.0 - inter * 2.0 / denom  # L_cls = 1 - 2 sum(y p m) / (sum(y m) + sum(p m) + eps), Milletari Eq. 1
 
 
 def aabb_iou_loss(pred, target, positive) -> Tensor:
@@ -51,23 +51,23 @@ def aabb_iou_loss(pred, target, positive) -> Tensor:
     if n_pos == 0:
         return F.mul(F.sum(pred), 0.0)
     idx = np.nonzero(pos[:, 0])  # 3 x [P] (b, i, j) of the positives
-    p = F.getitem(F.transpose(pred, (0, 2, 3, 1)), idx)  # [B, h, w, 4] -> [P, 4]
-    t = target.transpose(0, 2, 3, 1)[idx]  # [P, 4]
-    area_p = F.mul(F.add(p[:, 0], p[:, 2]), F.add(p[:, 1], p[:, 3]))  # [P]
-    area_t = (t[:, 0] + t[:, 2]) * (t[:, 1] + t[:, 3])  # [P]
-    h_i = F.add(F.minimum(p[:, 0], t[:, 0]), F.minimum(p[:, 2], t[:, 2]))  # [P]
-    w_i = F.add(F.minimum(p[:, 1], t[:, 1]), F.minimum(p[:, 3], t[:, 3]))  # [P]
-    inter = F.mul(h_i, w_i)  # [P]
-    union = F.sub(F.add(area_p, area_t), inter)  # [P]
-    return F.neg(F.mean(F.log(F.div(F.add(inter, 1.0), F.add(union, 1.0)))))
+    p = pred.transpose(0, 2, 3, 1)[idx]  # [B, h, w, 4] -> [P, 4] predicted (t, r, b, l)
+    t = target.transpose(0, 2, 3, 1)[idx]  # [P, 4] target (t*, r*, b*, l*)
+    area_p = (p[:, 0] + p[:, 2]) * (p[:, 1] + p[:, 3])  # A: [P]
+    area_t = (t[:, 0] + t[:, 2]) * (t[:, 1] + t[:, 3])  # A*: [P]
+    h_i = F.minimum(p[:, 0], t[:, 0]) + F.minimum(p[:, 2], t[:, 2])  # [P]
+    w_i = F.minimum(p[:, 1], t[:, 1]) + F.minimum(p[:, 3], t[:, 3])  # [P]
+    inter = h_i * w_i  # I: [P]
+    union = area_p + area_t - inter  # U = A + A* - I: [P]
+    return -F.log((inter + 1.0) / (union + 1.0)).mean()  # L_AABB = -log((I + 1) / (U + 1)), mean over positives
 
 
 def det_loss(score_logits, geo, targets, w_cls: float = 1.0, w_geo: float = 1.0) -> tuple[Tensor, dict]:
     """w_cls * dice + w_geo * IoU loss of the detection head against `DetTargets` (batched); (loss, parts)."""
-    cls = dice_loss(F.sigmoid(score_logits), targets.score, targets.mask)
-    geo_l = aabb_iou_loss(geo, targets.geo, targets.score > 0.5)
-    total = F.add(F.mul(cls, w_cls), F.mul(geo_l, w_geo))
-    return total, {"dice": float(cls.data), "iou": float(geo_l.data)}
+    l_cls = dice_loss(F.sigmoid(score_logits), targets.score, targets.mask)  # [B, 1, h, w] -> []
+    l_aabb = aabb_iou_loss(geo, targets.geo, targets.score > 0.5)  # [B, 4, h, w] -> []
+    l_det = l_cls * w_cls + l_aabb * w_geo  # L_det = w_cls L_cls + w_geo L_AABB
+    return l_det, {"dice": float(l_cls.data), "iou": float(l_aabb.data)}
 
 
 def rec_loss(logits, labels, label_lengths, widths) -> Tensor:
