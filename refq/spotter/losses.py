@@ -49,7 +49,7 @@ def aabb_iou_loss(pred, target, positive) -> Tensor:
                          f"expected [B, 4, h, w] twice and [B, 1, h, w]")
     n_pos = int(pos.sum())
     if n_pos == 0:
-        return F.mul(F.sum(pred), 0.0)
+        return pred.sum() * 0.0  # no positives: zero loss, zero gradient
     idx = np.nonzero(pos[:, 0])  # 3 x [P] (b, i, j) of the positives
     p = pred.transpose(0, 2, 3, 1)[idx]  # [B, h, w, 4] -> [P, 4] predicted (t, r, b, l)
     t = target.transpose(0, 2, 3, 1)[idx]  # [P, 4] target (t*, r*, b*, l*)
@@ -57,9 +57,9 @@ def aabb_iou_loss(pred, target, positive) -> Tensor:
     area_t = (t[:, 0] + t[:, 2]) * (t[:, 1] + t[:, 3])  # A*: [P]
     h_i = F.minimum(p[:, 0], t[:, 0]) + F.minimum(p[:, 2], t[:, 2])  # [P]
     w_i = F.minimum(p[:, 1], t[:, 1]) + F.minimum(p[:, 3], t[:, 3])  # [P]
-    inter = h_i * w_i  # I: [P]
-    union = area_p + area_t - inter  # U = A + A* - I: [P]
-    return -F.log((inter + 1.0) / (union + 1.0)).mean()  # L_AABB = -log((I + 1) / (U + 1)), mean over positives
+    inter = h_i * w_i  # I (EAST Eq. 7): [P]
+    union = area_p + area_t - inter  # U = A + A* - I (EAST Eq. 8): [P]
+    return -F.log((inter + 1.0) / (union + 1.0)).mean()  # L_AABB = -log((I + 1) / (U + 1)) (EAST Eq. 6)
 
 
 def det_loss(score_logits, geo, targets, w_cls: float = 1.0, w_geo: float = 1.0) -> tuple[Tensor, dict]:
