@@ -2,7 +2,7 @@
 # # SARDFQ step by step: data-free W4A4 quantization of a small ViT
 #
 # Zhong et al., "Semantic Alignment and Reinforcement for Data-Free Quantization of Vision Transformers",
-# arXiv:2412.16553 (ICCV 2025). Design reference: sardfq.md. Run with `python walkthroughs/01_sardfq.py`
+# arXiv:2412.16553 (ICCV 2025). Where refq departs from it: docs/sardfq.md. Run with `python walkthroughs/01_sardfq.py`
 # (about a minute with the small settings below; figures go to walkthroughs/figures/).
 #
 # Stage 1 inverts the full-precision (FP) ViT into 32 calibration images: starting from noise, the images
@@ -70,7 +70,7 @@ fig.savefig(FIGURES / "sardfq_attention_real.png", dpi=120, bbox_inches="tight")
 print("CLS attention to patches, last block: sums per head", last.sum(axis=(1, 2)).round(3))  # expect: < 1 (CLS->CLS excluded)
 
 # %% [markdown]
-# ## A sampled attention prior (sardfq.md §4.2)
+# ## A sampled attention prior (APA; docs/sardfq.md, S2)
 # K ~ U{1..5} isotropic Gaussians with random centres, widths and weights, normalised to sum 1.
 
 # %%
@@ -87,7 +87,7 @@ for h in range(cfg.num_heads):
 fig.savefig(FIGURES / "sardfq_priors.png", dpi=120, bbox_inches="tight")
 
 # %% [markdown]
-# ## Soft labels and MSR regions (sardfq.md §5-6)
+# ## Soft labels and MSR regions (MSR and SL; docs/sardfq.md, S3-S4)
 # Every image gets a label y0 and 1-4 of the four 14x14 quadrants, each with its own distinct label. The
 # image's soft target covers all of them (logits Z ~ U(5, 10) at the targets, 0 elsewhere, softmax).
 

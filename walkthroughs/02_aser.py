@@ -127,7 +127,7 @@ for ax, layer in zip(axes, ("layers.1.wv", "layers.0.w2")):
         ax.plot(ranks, errs, marker="o", label=label)
     ax.set_xlabel("rank r"), ax.set_ylabel("relative output error"), ax.set_title(layer), ax.legend()
 fig.tight_layout(), fig.savefig(FIGURES / "aser_error_vs_rank.png", dpi=100)
-# expect: errors fall with r; ASER (ER only) below LoRC and L2QER from r = 1 on; AS+ER lowest on wv, not on w2
+# expect: errors fall with r; ER-only ASER below LoRC and L2QER for 1 <= r < full rank; AS+ER lowest on wv, not on w2
 
 # %% [markdown]
 # ## 4. Perplexity of every method at W4A8 (rank 4 for the low-rank methods)

@@ -3,13 +3,14 @@ for W4A8 / W4A6 post-training quantization of LLM linear layers, next to its bas
 
 Every quantized linear layer becomes
 
-    y = Q_A(x / m) @ Q_W(W_n).T + (x / m) @ L_B.T @ L_A.T + b          (aser.md §1, §2.3 step 7)
+    y = Q_A(x / m) @ Q_W(W_n).T + (x / m) @ L_B.T @ L_A.T + b          (ASER: smoothing + error reconstruction)
 
 with m the smoothing vector, W_n the smoothed weight without its outlier columns, and L_A L_B a rank-r
 float correction of the total error E = W m - Q_W(W_n) found by the SVD of the whitened error E S,
-S S^T = X_s X_s^T (aser.md §2.2).
+S S^T = X_s X_s^T (ASER, Error Reconstruction; docs/aser.md, A3).
 
 Modules (one concept each; import the ones you need, this package imports nothing heavy):
+  types         LayerStats (Gram X^T X in float64, absmax, mean|x| of a layer input) and the linear names
   calibrate     one FP pass over calibration tokens: Gram X^T X (float64), absmax, mean|x| per layer input
   whiten_svd    Cholesky with eigenvalue-shift fallback, whitened truncated SVD (+ naive twin), rank rules
   smoothing     smoothing factors m, outlier channels O, the split W_s = W_n + W_o
@@ -22,8 +23,9 @@ Modules (one concept each; import the ones you need, this package imports nothin
   experiment    end-to-end runs (load, calibrate, quantize, evaluate) shared by the CLI and the table
   cli_args      the command-line options of `refq lm quantize` / `refq minilm quantize`
   sentences     fixed English sentences for MiniLM calibration and evaluation
-  table         the README tables (`python -m refq.aser.table`)
+  table         the tables of docs/aser.md (`python -m refq.aser.table`)
 
 References: Zhao et al., "ASER: Activation Smoothing and Error Reconstruction for Large Language Model
-Quantization", AAAI 2025; the design reference aser.md (shared specs) for every equation cited here.
+Quantization", AAAI 2025, arXiv:2411.07762; docs/aser.md ("Where refq departs from the paper", notes A1-A8)
+for every choice the paper leaves open.
 """

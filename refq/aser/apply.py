@@ -3,7 +3,7 @@
 Both models route their linear layers through a named hook `ops.linear(name, x, w[, b])`:
 * stories260K LLaMA (refq.models.llama): the 7 linears of each block, "layers.{l}.{wq,wk,wv,wo,w1,w3,w2}";
   the classifier (tied to the embedding), embeddings, norms, attention matmuls and KV cache stay in float
-  (aser.md §2.1 "What is quantized", SmoothQuant's quantize_llama_like choice);
+  (docs/aser.md, A1: SmoothQuant's quantize_llama_like choice);
 * MiniLM BERT (refq.models.bert): the 6 linears of each layer, "encoder.layer.{i}.{attention.self.query,
   attention.self.key, attention.self.value, attention.output.dense, intermediate.dense, output.dense}", with
   their biases (added after the quantized product, never quantized), through the `ops` argument of
@@ -14,7 +14,8 @@ intermediate) are "foldable": one smoothing vector can be folded into the norm's
 "shared" they share m (w_j = column max over the group); the others (wo/w2, attention.output.dense,
 output.dense) have no preceding norm: SmoothQuant leaves them unsmoothed, ASER smooths them online.
 
-References: aser.md §2.1 (which layers), §2.3 step 7 and §5.2 (shared smoothing, unsmoothed wo/w2).
+References: docs/aser.md, A1 (which layers) and A4 (shared smoothing); Xiao et al., "SmoothQuant", ICML 2023
+(scales folded into the preceding norm; its LLaMA recipe leaves wo/w2 unsmoothed).
 """
 from __future__ import annotations
 
@@ -22,17 +23,14 @@ import sys
 
 import numpy as np
 
-from refq.aser.calibrate import LLAMA_LINEARS, LayerStats
 from refq.aser.methods import DEFAULT_SCOPE, quantize_linear
 from refq.aser.qlinear import QuantizedLinear, forward_int, forward_sim
 from refq.aser.settings import QuantSettings
 from refq.aser.smoothing import weight_column_absmax
+from refq.aser.types import BERT_LINEARS, LLAMA_LINEARS, LayerStats
 from refq.autograd import functional as F
 from refq.autograd.engine import Tensor, as_array
 from refq.models.llama import LlamaOps
-
-BERT_LINEARS = ("attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense",
-                "intermediate.dense", "output.dense")
 
 
 def llama_linear_weights(params: dict, cfg) -> dict[str, np.ndarray]:
@@ -79,7 +77,7 @@ def quantize_layers(weights: dict[str, np.ndarray], stats: dict[str, LayerStats]
         colmax = weight_column_absmax(*(weights[n] for n in names)) if shared else None  # [I] or None
         layer_settings = settings
         if scope == "shared" and not foldable and method == "smoothquant":
-            layer_settings = settings.with_(smooth=False)  # no norm to fold into: left unsmoothed (§5.2)
+            layer_settings = settings.with_(smooth=False)  # no norm to fold into: left unsmoothed (SmoothQuant)
         for n in names:
             layers[n] = quantize_linear(method, weights[n], stats[n], layer_settings, colmax)
             if verbose:

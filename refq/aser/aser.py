@@ -1,5 +1,5 @@
 """ASER = activation smoothing (AS) followed by whitening-SVD error reconstruction (ER), for one linear layer
-(aser.md §2.3 "Order of operations"):
+(ASER's two components, Activation Smoothing then Error Reconstruction):
 
     stats -> m -> smooth (W_s = W diag(m), X_s = X / m) -> choose O -> split W_s = W_n + W_o
           -> Q_W(W_n) -> E = W_s - Q_W(W_n) -> S_s = chol(X_s^T X_s) -> SVD(E S_s) -> L_A, L_B
@@ -13,23 +13,23 @@
 * ER-only (smooth=False): m = 1, O = {} and E = W - Q_W(W). With a fixed rank r at most r channels are
   extracted (settings.n_outliers), so AS-only (rank 0) is smoothing without extraction.
 * settings.whitening = "diag" replaces the Gram by its diagonal (S = diag(sqrt(H_jj))), the ablation
-  between L2QER's diagonal scaling and the full Cholesky whitening (§5.6).
+  between L2QER's diagonal scaling and the full Cholesky whitening (LQER, Zhang et al., ICML 2024, Sec. 3.2).
 * settings.base = "gptq" quantizes W_n with GPTQ on the smoothed Gram restricted to the kept channels, so
-  that the extracted columns stay exactly zero (GPTQ would otherwise push error into them) (§5.8).
+  that the extracted columns stay exactly zero (GPTQ would otherwise push error into them) (Frantar et al., ICLR 2023).
 
 References: Zhao et al., "ASER: Activation Smoothing and Error Reconstruction for Large Language Model
-Quantization", AAAI 2025; aser.md §2.2-§2.3, §5.8.
+Quantization", AAAI 2025 (Error Reconstruction, Activation Smoothing); docs/aser.md, A3-A5.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from refq.aser.calibrate import LayerStats
 from refq.aser.gptq import quantize_base
 from refq.aser.qlinear import QuantizedLinear
 from refq.aser.rtn import check_stats, check_weight, dequantize_weight
 from refq.aser.settings import QuantSettings
 from refq.aser.smoothing import SmoothSplit, smooth_and_extract, smooth_gram
+from refq.aser.types import LayerStats
 from refq.aser.whiten_svd import reconstruct
 
 

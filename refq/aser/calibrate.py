@@ -7,17 +7,18 @@ quantized linear layer, the statistics all methods need (so every method sees th
     count    number of tokens N                         (padding rows are dropped by a row mask)
     inputs   the first `keep_inputs` rows of x (float32), for layer-wise error plots and tests
 
-The activations come from the FP model in one pass (aser.md §2.2 "Scope", the default [D]; SVD-LLM and the
+The activations come from the FP model in one pass (docs/aser.md, A7; SVD-LLM and the
 LQER profiler do the same), through the model's named linear hook.
 
-Calibration data for stories260K (aser.md §2.6 scaled down), two variants:
+Calibration data for stories260K (docs/aser.md, A7), two variants:
 * text: the stories of tinystories_excerpt.txt (one per line) after removing case-insensitive duplicates
   (the file repeats some stories); the first CALIB_STORIES distinct stories calibrate, the remaining ones
   are the evaluation split, so calibration and evaluation never share a story (`split_stories`);
 * generated (data-free): stories sampled from the FP model itself at temperature 1 with a seeded
   np.random.Generator (`generate_tokens`), BOS-separated like the text stream.
 
-References: aser.md §2.2 (Gram, one FP pass), §2.6 (calibration), §5.6 (L2QER's mean|x|), §5.7 (SVD-LLM's
+References: ASER, AAAI 2025 (Error Reconstruction: the Gram of the layer inputs); docs/aser.md, A3 and A7;
+Zhang et al., "LQER", ICML 2024, Sec. 3.2 (L2QER's mean|x|); Wang et al., "SVD-LLM", ICLR 2025 (one
 profiling pass); Frantar et al., "GPTQ", ICLR 2023 (H = 2 X X^T from calibration inputs).
 """
 from __future__ import annotations
@@ -26,53 +27,9 @@ import sys
 
 import numpy as np
 
+from refq.aser.types import BERT_LINEARS, LLAMA_LINEARS, LayerStats
+
 CALIB_STORIES = 4
-LLAMA_LINEARS = ("wq", "wk", "wv", "wo", "w1", "w3", "w2")
-
-
-class LayerStats:
-    """Running statistics of one linear layer's input channels over the calibration tokens."""
-
-    def __init__(self, d_in: int, keep_inputs: int = 0):
-        self.gram = np.zeros((d_in, d_in), np.float64)  # [I, I]
-        self.absmax = np.zeros(d_in, np.float64)  # [I]
-        self.abs_sum = np.zeros(d_in, np.float64)  # [I]
-        self.count = 0
-        self.keep_inputs = int(keep_inputs)
-        self._kept: list[np.ndarray] = []
-
-    @classmethod
-    def from_inputs(cls, x: np.ndarray, keep_inputs: bool = True) -> "LayerStats":
-        """Statistics of the rows of x [N, I] in one go (tests, single layers)."""
-        stats = cls(x.shape[1], x.shape[0] if keep_inputs else 0)
-        stats.update(x)
-        return stats
-
-    d_in = property(lambda self: self.gram.shape[0])
-
-    def update(self, x: np.ndarray) -> None:
-        """Add the token rows x [N, I] to every statistic."""
-        if x.ndim != 2 or x.shape[1] != self.d_in:
-            raise ValueError(f"LayerStats.update: x has shape {x.shape}, expected [N, {self.d_in}]")
-        x64 = x.astype(np.float64)  # [N, I]
-        self.gram += x64.T @ x64  # [I, N] @ [N, I] -> [I, I]
-        self.absmax = np.maximum(self.absmax, np.abs(x64).max(axis=0, initial=0.0))  # [I]
-        self.abs_sum += np.abs(x64).sum(axis=0)  # [I]
-        self.count += x.shape[0]
-        room = self.keep_inputs - sum(len(k) for k in self._kept)
-        if room > 0:
-            self._kept.append(x[:room].astype(np.float32))
-
-    @property
-    def mean_abs(self) -> np.ndarray:
-        """mean_t |x_tj|, float64 [I]."""
-        return self.abs_sum / max(self.count, 1)
-
-    @property
-    def inputs(self) -> np.ndarray | None:
-        """The kept rows, float32 [n, I], or None when none were kept."""
-        return np.concatenate(self._kept) if self._kept else None
-
 
 class StatsRecorder:
     """LayerStats per layer name, filled by a model hook through `record(name, x)`.
@@ -178,7 +135,6 @@ def calibrate_llama(params: dict, cfg, token_ids: np.ndarray, window: int | None
 def calibrate_bert(model, texts: list[str], keep_inputs: int = 0, batch_size: int = 32, names=None,
                    verbose: bool = False) -> dict[str, LayerStats]:
     """LayerStats of every encoder linear of a SentenceModel over the real (unpadded) tokens of the texts."""
-    from refq.aser.apply import BERT_LINEARS
     from refq.autograd.engine import no_grad
     from refq.models.bert import encode
     from refq.models.wordpiece import encode_batch

@@ -1,7 +1,7 @@
 """Command-line options of the ASER commands (`refq lm quantize`, `refq minilm quantize`) and their mapping to
 QuantSettings. Light on purpose: imported when the CLI parser is built, so nothing heavy is imported here.
 
-References: aser.md §2.4-§2.6 (the settings), §6 (ablations exposed as flags).
+References: docs/aser.md, A2-A8 (the settings and ablations exposed as flags).
 """
 from __future__ import annotations
 

@@ -1,15 +1,16 @@
-"""Metrics of a quantized model (aser.md §6):
+"""Metrics of a quantized model (docs/aser.md, A8):
 
 * stories260K perplexity exp(mean NLL) on the evaluation split, through refq.models.perplexity with the
   quantized linear hook (the FP number comes from the same call without it, on the same tokens);
 * MiniLM: mean (and min) cosine similarity cos(e_q, e_fp) of quantized vs FP sentence embeddings, and top-1
   retrieval agreement: the fraction of sentences whose nearest other sentence is the same under quantized
   and FP embeddings (plus each side's paraphrase-retrieval accuracy on refq.aser.sentences' pairs);
-* layer-wise relative output error ||X W^T - f_q(X)||_F / ||X W^T||_F on held-out inputs X (Fig. 6);
+* layer-wise relative output error ||X W^T - f_q(X)||_F / ||X W^T||_F on held-out inputs X (ASER's Fig. 6);
 * overhead of the low-rank branch: r (d_in + d_out) extra parameters and multiply-adds per token, against
-  d_in d_out for the layer, i.e. r (d_in + d_out) / (d_in d_out) (§4 "2rd" for a square layer).
+  d_in d_out for the layer, i.e. r (d_in + d_out) / (d_in d_out) (ASER's "2rd" extra parameters for a square layer).
 
-References: aser.md §6 (evaluation protocol), §4 (0.26%-2.93% overhead claim); Reimers & Gurevych,
+References: ASER, AAAI 2025 (0.26%-2.93% compute overhead of the low-rank branch); docs/aser.md, A8;
+Reimers & Gurevych,
 "Sentence-BERT", EMNLP 2019 (cosine similarity); Jelinek et al., JASA 1977 (perplexity).
 """
 from __future__ import annotations

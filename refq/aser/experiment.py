@@ -1,7 +1,7 @@
-"""End-to-end runs shared by `refq lm quantize`, `refq minilm quantize`, the README table and the walkthrough:
-load a model, calibrate once, then quantize with any method / settings and evaluate.
+"""End-to-end runs shared by `refq lm quantize`, `refq minilm quantize`, the docs/aser.md tables and the
+walkthrough: load a model, calibrate once, then quantize with any method / settings and evaluate.
 
-stories260K protocol (aser.md §6 scaled down):
+stories260K protocol (docs/aser.md, A7-A8):
 * calibration "text": the first CALIB_STORIES distinct stories of the text file; evaluation: the other
   distinct stories (refq.aser.calibrate.split_stories), each encoded BOS + story and concatenated;
   calibration "generated" (data-free): `calib_tokens` tokens sampled from the FP model with
@@ -11,7 +11,7 @@ stories260K protocol (aser.md §6 scaled down):
 MiniLM protocol: calibration on refq.aser.sentences.CALIBRATION plus the sentences of an optional story
 text, evaluation on the 222 sentences of the paraphrase pairs (cosine to FP, top-1 agreement).
 
-References: aser.md §2.6 (calibration), §6 (evaluation protocol).
+References: docs/aser.md, A7 (calibration) and A8 (evaluation).
 """
 from __future__ import annotations
 
@@ -23,10 +23,11 @@ from pathlib import Path
 import numpy as np
 
 from refq.aser.apply import bert_groups, bert_linear_weights, llama_groups, llama_linear_weights, quantize_layers
-from refq.aser.calibrate import (CALIB_STORIES, LayerStats, calibrate_bert, calibrate_llama, generate_tokens,
-                                 sentences_of, split_stories)
+from refq.aser.calibrate import (CALIB_STORIES, calibrate_bert, calibrate_llama, generate_tokens, sentences_of,
+                                 split_stories)
 from refq.aser.evaluate import bert_embed, embedding_agreement, layer_errors, llama_perplexity, model_overhead
 from refq.aser.settings import QuantSettings
+from refq.aser.types import LayerStats
 
 CALIB_TOKENS = 2560
 HELD_OUT_TOKENS = 1024  # evaluation tokens whose layer inputs measure the layer-wise output error

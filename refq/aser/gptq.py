@@ -1,5 +1,5 @@
 """GPTQ: quantize W one input column at a time and push each column's rounding error onto the columns not yet
-quantized, so that the output error ||(W - Q) X||_F stays small (aser.md §5.8). Used as a method on its own
+quantized, so that the output error ||(W - Q) X||_F stays small (Frantar et al., ICLR 2023). Used as a method on its own
 and as the base quantizer Q_W under ASER / LoRC / L2QER (settings.base = "gptq").
 
 Setup, for W [O, I] and the calibration Gram H = X^T X [I, I] (float64 throughout):
@@ -22,17 +22,17 @@ applied inside blocks of `block` columns, the rest of W receiving one matrix pro
 
 References: Frantar et al., "GPTQ: Accurate Post-Training Quantization for Generative Pre-trained
 Transformers", ICLR 2023, Sec. 3 and Algorithm 1; Hassibi & Stork, "Optimal Brain Surgeon", NIPS 1992
-(the update of Eq. 2); aser.md §5.8.
+(the update of Eq. 2).
 """
 from __future__ import annotations
 
 import numpy as np
 from scipy.linalg import cho_factor, cho_solve, cholesky
 
-from refq.aser.calibrate import LayerStats
 from refq.aser.qlinear import QuantizedLinear
 from refq.aser.rtn import check_stats, check_weight, quantize_weight
 from refq.aser.settings import QuantSettings
+from refq.aser.types import LayerStats
 
 
 def _prepare(w: np.ndarray, h: np.ndarray, bits: int, damp: float, act_order: bool, fn: str):

@@ -1,5 +1,5 @@
 """L2QER (LQER with activation-induced scales): the SVD of the error scaled per input channel by mean|x|
-(aser.md §5.6).
+(Zhang et al., "LQER", ICML 2024, Sec. 3.2).
 
     s_j = max(mean_t |x_tj|, 1e-4),   s <- s / sqrt(min(s) max(s))              LQER's scale vector
     U diag(sigma) V^T = svd(E diag(s)),  E = W - Q_W(W)
@@ -12,17 +12,17 @@ optimal only when the inputs are uncorrelated with mean|x| proportional to rms(x
 per batch and keeps the max over batches; the one-pass statistics here average over all tokens.
 
 References: Zhang et al., "LQER: Low-Rank Quantization Error Reconstruction for LLMs", ICML 2024, Sec. 3.2
-(L2QER); aser.md §5.6.
+(L2QER).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from refq.aser.calibrate import LayerStats
 from refq.aser.gptq import quantize_base
 from refq.aser.qlinear import QuantizedLinear
 from refq.aser.rtn import check_stats, check_weight, dequantize_weight
 from refq.aser.settings import QuantSettings
+from refq.aser.types import LayerStats
 from refq.aser.whiten_svd import choose_rank
 
 SCALE_FLOOR = 1e-4

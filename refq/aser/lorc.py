@@ -1,4 +1,4 @@
-"""LoRC (ZeroQuant-V2): a rank-r correction of the weight quantization error by its plain SVD (aser.md §5.5).
+"""LoRC (ZeroQuant-V2): a rank-r correction of the weight quantization error by its plain SVD (Yao et al., 2023).
 
     E = W - Q_W(W),   U diag(sigma) V^T = svd(E)
     L_A = U_r diag(sqrt(sigma_r)),  L_B = diag(sqrt(sigma_r)) V_r^T      (the symmetric split of LoRC)
@@ -8,17 +8,17 @@ The SVD ignores the activations: it minimises ||E - L||_F, not the output error 
 whitened SVD minimises. Factors stay in float (ZeroQuant-V2 optionally quantizes them to 8 bits).
 
 References: Yao et al., "ZeroQuant-V2: Exploring Post-training Quantization in LLMs from Comprehensive Study
-to Low Rank Compensation", arXiv:2303.08302, Sec. 5 (LoRC); aser.md §5.5.
+to Low Rank Compensation", arXiv:2303.08302, Sec. 5 (LoRC).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from refq.aser.calibrate import LayerStats
 from refq.aser.gptq import quantize_base
 from refq.aser.qlinear import QuantizedLinear
 from refq.aser.rtn import check_stats, check_weight, dequantize_weight
 from refq.aser.settings import QuantSettings
+from refq.aser.types import LayerStats
 from refq.aser.whiten_svd import choose_rank
 
 

@@ -1,17 +1,18 @@
 """The method registry: name -> function (W [O, I], LayerStats, QuantSettings, group_colmax) -> QuantizedLinear.
 
-    rtn          per-channel W, per-token A, round to nearest                       aser.md §5.1
-    smoothquant  smoothing factors folded into W, then RTN                           §5.2
-    lorc         RTN + plain SVD of the weight error                                §5.5
-    l2qer        RTN + SVD of the error scaled by mean|x|                           §5.6
-    gptq         GPTQ weights (error feedback through H^-1)                          §5.8
-    aser         smoothing + outlier extraction + whitening-SVD error reconstruction   §2
+    rtn          per-channel W, per-token A, round to nearest                       docs/aser.md, A2
+    smoothquant  smoothing factors folded into W, then RTN                           SmoothQuant
+    lorc         RTN + plain SVD of the weight error                                LoRC
+    l2qer        RTN + SVD of the error scaled by mean|x|                           LQER Sec. 3.2
+    gptq         GPTQ weights (error feedback through H^-1)                          GPTQ Alg. 1
+    aser         smoothing + outlier extraction + whitening-SVD error reconstruction   ASER
 
 Every method shares the quantizers (refq.aser.rtn, refq.aser.qlinear), the calibration statistics
 (refq.aser.calibrate) and, where there is a low-rank branch, the rank rule of the settings. `group_colmax`
 is the column absmax over the linears sharing this layer's input (shared smoothing), or None.
 
-References: aser.md §5 (baselines) and §6 (matrix of runs).
+References: the baselines' papers, cited in their modules; ASER, AAAI 2025 (the baselines it compares with:
+SmoothQuant, LoRC, L2QER); docs/aser.md, A8 (LLM.int8() and SmoothQuant+ are not implemented).
 """
 from __future__ import annotations
 

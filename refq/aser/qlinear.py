@@ -3,7 +3,7 @@
     x_s = x / m                                                    smoothing (m = 1 when absent)
     y   = Q_A(x_s [outlier channels zeroed if masked]) @ Q_W(W_n).T      the integer GEMM
         + (x_s or Q_A(x_s)) @ L_B.T @ L_A.T                         the float low-rank branch
-        + b                                                         aser.md §2.3 step 7, §2.2 step 7
+        + b                                                         ASER's forward, docs/aser.md A5
 
 * Q_W: per-output-channel symmetric codes, W_hat[i, :] = w_scale[i] * w_codes[i, :] (int8 codes; at 4
   bits they lie in [-8, 7] and the integer path packs them two per byte along K).
@@ -15,7 +15,8 @@ integer engine runs: int8 activation codes x int8 (or packed int4) weight codes 
 then the epilogue C * s_t * w_scale[i]; both add the same float low-rank branch and agree up to float32
 rounding of the dot products (the integer sums are exact, the float ones are not).
 
-References: aser.md §2.4 (W per-channel, A per-token), §2.2-2.3 (forward with the low-rank branch);
+References: docs/aser.md, A2 (W per-channel, A per-token) and A5 (the float low-rank branch); ASER, AAAI
+2025 (the LoRA-style branch beside the quantized product);
 Jacob et al., CVPR 2018, Sec. 2.2 (integer matmul + rescale); Dettmers et al., "LLM.int8()", NeurIPS 2022
 (outlier channels removed from the quantized product, mask_outlier_acts).
 """

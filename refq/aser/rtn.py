@@ -1,4 +1,4 @@
-"""RTN: round-to-nearest per-output-channel symmetric weights, per-token activations (aser.md §5.1).
+"""RTN: round-to-nearest per-output-channel symmetric weights, per-token activations (docs/aser.md, A2).
 
     s_i       = max_j |W[i, j]| / (2^(b-1) - 1)                    one scale per output channel (row)
     Q(W)[i,j] = s_i * clip(round(W[i, j] / s_i), -2^(b-1), 2^(b-1) - 1)
@@ -8,16 +8,16 @@ The range fitting and rounding are refq.quant's (`fit_minmax` + `quantize`); an 
 and codes 0, so zeroed (extracted) columns stay exactly 0. `quantize_weight` is the Q_W every other method
 builds on (smoothed W for SmoothQuant, W_n for ASER, the base under LoRC / L2QER).
 
-References: aser.md §2.4 (quantizers) and §5.1; SmoothQuant's per-channel absmax weight quantizer
+References: docs/aser.md, A2 (quantizers); SmoothQuant's per-channel absmax weight quantizer
 (Xiao et al., ICML 2023, Sec. 5.1 "per-channel" / "per-token" settings).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from refq.aser.calibrate import LayerStats
 from refq.aser.qlinear import QuantizedLinear
 from refq.aser.settings import QuantSettings
+from refq.aser.types import LayerStats
 from refq.quant.ranges import fit_minmax
 from refq.quant.uniform import quantize
 

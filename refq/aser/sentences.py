@@ -5,8 +5,8 @@
   answer and quantized embeddings can be checked against the float ones on it.
 * CALIBRATION: 64 further sentences, disjoint from the evaluation pairs, for the calibration pass.
 
-References: aser.md §6 (evaluation protocol; the embedding metrics are refq's analogue of perplexity for
-an encoder); Reimers & Gurevych, "Sentence-BERT", EMNLP 2019 (cosine similarity of sentence embeddings).
+References: docs/aser.md, A8 (the embedding metrics are refq's analogue of perplexity for an encoder);
+Reimers & Gurevych, "Sentence-BERT", EMNLP 2019 (cosine similarity of sentence embeddings).
 """
 from __future__ import annotations
 

@@ -1,10 +1,11 @@
 """The settings every ASER-family method reads: bit widths, rank rule, outliers, smoothing, base quantizer.
 
-Defaults follow aser.md §2.4-§2.6 scaled to refq's small models: W4A8, alpha = 0.5, outlier count f = 1% of
+Defaults follow docs/aser.md, A2-A6, scaled to refq's small models: W4A8, alpha = 0.5, outlier count f = 1% of
 the input width (at least 1; 1 channel at d = 64, 2 at 172, 4 at 384, 15 at 1536; the paper's f = 32 is
 0.78% of 4096), energy-rule ranks capped at half the layer's smaller side.
 
-References: aser.md §2.4 (quantizers), §2.5 (rank rules), §2.6 (hyper-parameters at refq's scale).
+References: ASER, AAAI 2025 (W4A8 / W4A6 per-channel settings, f = 32 outlier channels, the rank ablation of
+Table 4); docs/aser.md, A2 (quantizers), A4 (outliers, alpha), A6 (rank rules).
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""Activation smoothing and outlier extraction (ASER's "AS", aser.md §2.3).
+"""Activation smoothing and outlier extraction (ASER's Activation Smoothing).
 
 Per linear layer, from the FP calibration statistics of its input x [N, I] and its weight W [O, I]:
 
-    a_j = max_t |x_tj|,   w_j = max_i |W_ij|               (both clamped to >= 1e-5)          §2.3 step 1
+    a_j = max_t |x_tj|,   w_j = max_i |W_ij|               (both clamped to >= 1e-5)          step 1
     m_j = max(a_j^alpha / w_j^(1-alpha), 1e-5)             SmoothQuant's migration factor      step 2
     X_s = X / m,   W_s = W diag(m)                          W_s X_s = W X: function-preserving
     O   = top-f channels by a_j * w_j                       "large in both weight and activation" step 3
@@ -15,12 +15,12 @@ scales of Q_W(W_n); W_o is not quantized and joins the quantization error E = W_
 (W_n - Q_W(W_n)) that the whitened low-rank branch reconstructs (refq.aser.aser).
 
 `shared` smoothing: linears fed by the same normalisation (q/k/v; w1/w3) can share one m, computed with
-w_j = the column max over all of them, and then m folds into the norm's gain (SmoothQuant §5.2 step 2);
+w_j = the column max over all of them, and then m folds into the norm's gain (as SmoothQuant's LLaMA recipe does);
 `weight_column_absmax` takes several weights for that.
 
 References: Xiao et al., "SmoothQuant", ICML 2023, Eq. 4 (s_j = max|X_j|^alpha / max|W_j|^(1-alpha));
 Zhao et al., ASER, AAAI 2025 (outlier extraction; fewer than 1% of channels dominate the error, Fig. 4);
-aser.md §2.3.
+docs/aser.md, A4 (the SmoothQuant form of m, the a_j * w_j score, f).
 """
 from __future__ import annotations
 
@@ -90,7 +90,7 @@ def smooth_gram(h: np.ndarray, m: np.ndarray) -> np.ndarray:
 
 def smooth_and_extract(w: np.ndarray, act_absmax: np.ndarray, alpha: float, f: int,
                        w_colmax: np.ndarray | None = None) -> SmoothSplit:
-    """Steps 1-4 of §2.3 for one layer; w_colmax overrides W's own column max (shared smoothing)."""
+    """Steps 1-4 above for one layer; w_colmax overrides W's own column max (shared smoothing)."""
     w = w.astype(np.float64)
     own = weight_column_absmax(w)  # [I]
     m = smoothing_factors(act_absmax, own if w_colmax is None else w_colmax, alpha)  # [I]

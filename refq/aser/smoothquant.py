@@ -1,4 +1,4 @@
-"""SmoothQuant baseline: migrate activation outliers into the weights, then plain RTN (aser.md §5.2).
+"""SmoothQuant baseline: migrate activation outliers into the weights, then plain RTN (Xiao et al., ICML 2023).
 
     s_j = max(a_j^alpha / w_j^(1-alpha), 1e-5),   a_j = max_t |x_tj|,  w_j = max_i |W_ij|   (refq.aser.smoothing)
     y   = Q_A(x / s) @ Q_W(W diag(s)).T + b
@@ -9,17 +9,17 @@ layers without a preceding norm (wo, w2) unsmoothed (settings.smooth = False the
 linear with its own s, applied online. No outlier extraction, no low-rank branch.
 
 References: Xiao et al., "SmoothQuant: Accurate and Efficient Post-Training Quantization for Large Language
-Models", ICML 2023, Eq. 4 and Sec. 4; aser.md §5.2.
+Models", ICML 2023, Eq. 4 and Sec. 4.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from refq.aser.calibrate import LayerStats
 from refq.aser.qlinear import QuantizedLinear
 from refq.aser.rtn import check_stats, check_weight, quantize_weight
 from refq.aser.settings import QuantSettings
 from refq.aser.smoothing import smooth_weight, smoothing_factors, weight_column_absmax
+from refq.aser.types import LayerStats
 
 
 def smoothquant(w: np.ndarray, stats: LayerStats, settings: QuantSettings,

@@ -11,8 +11,8 @@ Markdown goes to stdout, then (format "both" or "json") one JSON document with e
 runtime; progress goes to stderr. Everything is deterministic (the only randomness, the data-free sampler,
 uses seed 0). Run with OPENBLAS_NUM_THREADS=1 to time it honestly on a shared machine.
 
-References: aser.md §6 (matrix of runs and ablations), §4 (trends to reproduce: ASER < L2QER < LoRC <
-SmoothQuant at W4A8, AS adds to ER, diminishing returns in rank).
+References: ASER, AAAI 2025 (its reported trends: ASER < L2QER < LoRC < SmoothQuant in perplexity at W4A8,
+Activation Smoothing adds to Error Reconstruction (its Table 2), a rank ablation (its Table 4)); docs/aser.md.
 """
 from __future__ import annotations
 

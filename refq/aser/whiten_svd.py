@@ -1,13 +1,13 @@
 """ASER error reconstruction (ER): the rank-r correction L_A L_B of a weight error E that minimises the
 *output* error ||(E - L_A L_B) X||_F over the calibration inputs X, by the SVD of the whitened error E S.
 
-Notation (aser.md §2.1): W, E are [O, I] (rows = outputs); the calibration inputs are rows Xr [N, I]; the
+Notation: W, E are [O, I] (rows = outputs); the calibration inputs are rows Xr [N, I]; the
 Gram ("Hessian") is H = Xr^T Xr [I, I], summed over tokens, never normalised (the truncation is scale
 invariant). All of it runs in float64.
 
-    S = chol(H), S S^T = H (lower)                                    aser.md §2.2 step 2
-    U diag(sigma) V^T = svd(E S)                                      §2.2 step 4
-    L_A = U_r diag(sigma_r),   L_B = V_r^T S^-1                       §2.2 step 6 (the paper's split)
+    S = chol(H), S S^T = H (lower)                                    docs/aser.md, A3
+    U diag(sigma) V^T = svd(E S)                                      ASER, Error Reconstruction
+    L_A = U_r diag(sigma_r),   L_B = V_r^T S^-1                       the paper's split
     ||(E - L_A L_B) X||_F = sqrt(sum_{i>r} sigma_i^2)                 why it is optimal (below)
 
 Why: ||(E - L) X||_F^2 = tr((E - L) H (E - L)^T) = ||(E - L) S||_F^2, and L S ranges over all rank-r
@@ -19,9 +19,9 @@ Both share `cholesky_with_fallback`: if H is not numerically positive definite (
 tokens than channels), H is shifted by (-lambda_min + 1e-6) I as SVD-LLM does, the shift growing tenfold
 until the factorisation succeeds; the shift is reported.
 
-Rank rules (§2.5): a fixed rank r, or the smallest k whose share of the whitened spectrum reaches `energy`
+Rank rules (docs/aser.md, A6): a fixed rank r, or the smallest k whose share of the whitened spectrum reaches `energy`
 (sum of sigma, or of sigma^2 with squared=True), clipped to [0, r_max]. `effective_rank` is Roy & Vetterli's
-exp(entropy of sigma / sum(sigma)) used by the analysis plots (§2.5, Eq. 3 of the paper).
+exp(entropy of sigma / sum(sigma)) used by the analysis plots (Eq. 3 of the paper).
 
 References: Zhao et al., ASER, AAAI 2025 (L_A = U_r Sigma_r, L_B = V_r^T S^-1); Wang et al., "SVD-LLM:
 Truncation-aware Singular Value Decomposition for LLM Compression", ICLR 2025 (Cholesky whitening and its

@@ -4,11 +4,11 @@ Cross-entropy over the last (class) axis, averaged over the N = prod(leading dim
   L = -(1/N) sum_n sum_c t_nc log softmax(z_n)_c
   dL/dz_n = (softmax(z_n) - t_n) / N        (t one-hot for hard targets; sum_c t_nc = 1 assumed)
 For soft targets that do not sum to 1 the exact gradient is softmax(z_n) sum_c t_nc - t_n, which
-is what is implemented (SARDFQ's soft labels, spec Sec. 6, are proper distributions).
+is what is implemented (SARDFQ's soft labels, docs/sardfq.md S4, are proper distributions).
 MSE: L = mean((a - b)^2), dL/da = 2 (a - b) / n = -dL/db (then unbroadcast).
 
 References: Goodfellow et al., "Deep Learning", MIT Press 2016, Sec. 6.2.2.3
-(softmax units); SARDFQ spec Sec. 6 (soft-label cross-entropy).
+(softmax units); SARDFQ, arXiv:2412.16553, Soft-Label learning (soft cross-entropy).
 """
 from __future__ import annotations
 

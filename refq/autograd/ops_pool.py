@@ -6,7 +6,7 @@
                count_include_pad=True default); dx gets g / (kh kw) at every window position.
 Both backward passes scatter through `col2im`, the adjoint of the window view.
 Rectangular kernels such as (2, 1) (height-only pooling in the text spotter's
-recognizer, spotter spec Sec. 1.3) are supported.
+recognizer, docs/spotter.md T3) are supported.
 
 References: Dumoulin & Visin, "A guide to convolution arithmetic for deep
 learning", 2016 (pooling arithmetic, Relationship 20); Scherer et al.,

@@ -1,7 +1,7 @@
 """Differentiable bilinear resampling: whole-image resize and crop-and-resize of boxes.
 
 Bilinear interpolation is separable, so both ops are two matrix products
-(SARDFQ spec Sec. 5.2, "Resize(x) = R_h x R_w^T"):
+(SARDFQ's MSR regions are resized this way, docs/sardfq.md S3):
   y = R_h @ x @ R_w^T          (per image and channel)
   dx = R_h^T @ dy @ R_w        (the backward is the transpose)
 Row i of R holds the two linear-interpolation weights (1 - l, l) at source
@@ -20,7 +20,7 @@ For crop_and_resize each box only touches the rows/columns its samples reach,
 so the matrices are restricted to that window; the backward scatter-adds each
 box's R_y^T dY R_x into its image (several boxes may share an image).
 
-References: SARDFQ spec Sec. 5.2 (matrix-form resize); He et al., "Mask
+References: SARDFQ, arXiv:2412.16553, Multi-Semantic Reinforcement (crop and resize); He et al., "Mask
 R-CNN", ICCV 2017 (RoIAlign bilinear sampling); Jaderberg et al., "Spatial
 Transformer Networks", NeurIPS 2015, Eq. 5 (bilinear kernel and its gradient).
 """

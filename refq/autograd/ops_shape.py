@@ -4,7 +4,7 @@ These ops only move elements, so each backward is the inverse movement of the
 upstream gradient: reshape back, the inverse permutation, a scatter into
 zeros (scatter-*add* for integer-array indices, which may repeat an element),
 split, slicing the padding off, rolling back, flipping again. SARDFQ's
-jitter/flip augmentation (roll / flip, spec Sec. 5.2) uses the last two.
+jitter/flip augmentation (roll / flip, docs/sardfq.md S1) uses the last two.
 
 References: Baydin et al., JMLR 2018 (reverse mode); NumPy indexing rules
 (basic vs. advanced indexing), numpy.org/doc/stable/user/basics.indexing.html.

@@ -15,7 +15,7 @@ reduction 'mean'. Reports:
 On a shared, noisy machine the best-of-N numbers are the meaningful ones.
 
 References:
-    refq spotter spec, Sec. 6 (CTC) and Appendix A (reference pseudo-code).
+    Graves et al., "Connectionist Temporal Classification", ICML 2006, Sec. 4 (CTC); docs/spotter.md, T9.
 """
 from __future__ import annotations
 

@@ -35,8 +35,8 @@ for descheduled threads and the integer rows slow down out of proportion; NUMBA_
 the single-thread ratios.
 
 References: SARDFQ, arXiv:2412.16553 and I&S-ViT, arXiv:2311.10126 (the quantized ViT); ASER,
-arXiv:2411.07762, Sec. 5.1 (RTN, per-channel weights, per-token activations); Jacob et al., CVPR 2018,
-Sec. 2 (integer inference); refq spotter spec, Sec. 3.1 (float vs int8 spotter) and Sec. 5 (spotting API).
+arXiv:2411.07762, and docs/aser.md, A2 (RTN, per-channel weights, per-token activations); Jacob et al., CVPR 2018,
+Sec. 2 (integer inference); docs/spotter.md, T10 (float vs int8 spotter).
 """
 from __future__ import annotations
 

@@ -28,7 +28,7 @@ Three kernels, all tested to agree bit for bit:
 
 References: Frantar et al., "GPTQ: Accurate Post-Training Quantization for Generative Pre-trained
 Transformers", ICLR 2023 (packed 3/4-bit weights decoded inside the matmul kernel);
-Goto & van de Geijn, ACM TOMS 34(3), 2008 (cache panels); aser.md §2.4 (W4 per-channel codes).
+Goto & van de Geijn, ACM TOMS 34(3), 2008 (cache panels); docs/aser.md, A2 (W4 per-channel codes).
 """
 from __future__ import annotations
 

@@ -38,7 +38,7 @@ Three kernels, all tested to agree bit for bit:
 References: Goto & van de Geijn, "Anatomy of High-Performance Matrix Multiplication", ACM TOMS 34(3),
 2008 (panels sized to the cache, register-blocked micro-kernel); Jacob et al., "Quantization and
 Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference", CVPR 2018, Sec. 2.2
-(int8 products accumulated in int32, then rescaled); aser.md §2.4, §5.1 (per-token x per-channel scales).
+(int8 products accumulated in int32, then rescaled); docs/aser.md, A2 (per-token x per-channel scales).
 """
 from __future__ import annotations
 

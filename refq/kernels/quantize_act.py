@@ -12,7 +12,7 @@ which vectorises and detects inf/NaN on the way) and one for the codes, rows spl
 more than the work); the NumPy twin `quantize_per_token_ref` does the same float32 operations, so the
 two agree exactly.
 
-References: aser.md §2.4 (per-token dynamic symmetric absmax quantizer q_a_tok, b in {8, 6}, scale floor
+References: docs/aser.md, A2 (per-token dynamic symmetric absmax quantizer q_a_tok, b in {8, 6}, scale floor
 1e-5); Xiao et al., "SmoothQuant: Accurate and Efficient Post-Training Quantization for Large Language
 Models", ICML 2023, Sec. 2 (per-token activation quantization).
 """

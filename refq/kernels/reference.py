@@ -19,8 +19,8 @@ The epilogue twin computes c * a_scale * b_scale + bias in float64, left to righ
 float32; the Numba epilogue performs the same float64 operations, so the two agree exactly and both are
 the float64 result rounded to float32.
 
-References: aser.md §2.4 (per-channel weight scales s_i, per-token activation scales s_t) and §5.1
-(y = Q_A(x) @ Q_W(W).T + b); Jacob et al., "Quantization and Training of Neural Networks for Efficient
+References: docs/aser.md, A2 (per-channel weight scales s_i, per-token activation scales s_t, RTN
+y = Q_A(x) @ Q_W(W).T + b); Jacob et al., "Quantization and Training of Neural Networks for Efficient
 Integer-Arithmetic-Only Inference", CVPR 2018, Sec. 2.2 (int32 accumulation of int8 products).
 """
 from __future__ import annotations

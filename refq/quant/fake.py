@@ -1,6 +1,6 @@
 """Fake-quantization autograd ops: straight-through estimator (STE) and learned step size (LSQ).
 
-FakeQuant (uniform quantizer with fixed QParams; used by SARDFQ's block reconstruction, sardfq.md §7.2):
+FakeQuant (uniform quantizer with fixed QParams; used by SARDFQ's block reconstruction, docs/sardfq.md, S5):
 
     forward   x_hat = scale * (clip(round(x / scale) + zero, qmin, qmax) - zero)      (= uniform.fake_quantize)
     backward  dL/dx = dL/dx_hat * 1[qmin <= round(x / scale) + zero <= qmax]
@@ -29,7 +29,8 @@ LSQFakeQuant (Esser et al. 2020), with a learnable step size s (per tensor, or p
 
 References: Bengio et al., "Estimating or Propagating Gradients Through Stochastic Neurons", 2013 (STE);
 Esser et al., "Learned Step Size Quantization", ICLR 2020, eq. (1)-(3) and Sec. 2.2 (gradient scale);
-sardfq.md §7.2 and §11 (STE through rounding, zero gradient where the clamp saturates).
+Bengio et al., arXiv:1308.3432, 2013 (straight-through estimator: identity through rounding, zero
+gradient where the clamp saturates).
 """
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ float32 never comes within 1e-8 of a half-integer power of two). a = 0 has shift
 
     mask = shift <= 2^b - 1,   a_hat = 2^-min(shift, 2^b - 1)
 
-References: sardfq.md §7 (uniform and log2 quantizers of the quantized ViT); Lin et al., "FQ-ViT", IJCAI
+References: docs/sardfq.md, S5 (uniform and log2 quantizers of the quantized ViT); Lin et al., "FQ-ViT", IJCAI
 2022 (log2 quantization of attention maps); IEEE 754 (frexp is exact).
 """
 from __future__ import annotations

@@ -9,7 +9,7 @@ axis, so a weight row is packed into ceil(K/2) bytes). A nibble v in 0..15 decod
 v - 16 if v >= 8 else v, i.e. codes -8..7. An odd length is padded with one zero code; the packed array
 does not remember the original length, so `unpack_int4` takes it explicitly.
 
-References: aser.md §2.4 (W4 per-channel symmetric codes, -8..7); Jacob et al., "Quantization and
+References: docs/aser.md, A2 (W4 per-channel symmetric codes, -8..7); Jacob et al., "Quantization and
 Training of Neural Networks for Efficient Integer-Arithmetic-Only Inference", CVPR 2018 (integer
 codes stored narrow, widened for the integer matmul).
 """

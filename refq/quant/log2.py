@@ -1,6 +1,6 @@
 """log2 quantizers for post-softmax attention probabilities a in [0, 1].
 
-Plain log2 quantizer (FQ-ViT / RepQ-ViT; the default for SARDFQ, sardfq.md §7.2):
+Plain log2 quantizer (FQ-ViT / RepQ-ViT; the default for SARDFQ, docs/sardfq.md, S5):
 
     q     = clip(round(-log2 a), 0, 2^b - 1)       codes, uint8 (non-negative shift amounts; 255 needs uint8)
     a_hat = 2^-q                                    float32, a power of two in [2^-(2^b-1), 1]
@@ -11,7 +11,7 @@ One exception comes from float32 itself: 2^-q underflows to 0.0 for q > 149, whi
 reach. The quantizer is monotone: a <= b implies a_hat <= b_hat. `round` is round-half-to-even in the
 log domain.
 
-Shifted log2 quantizer of I&S-ViT (sardfq.md §7.2, "shift-uniform-log2"), per tensor:
+Shifted log2 quantizer of I&S-ViT ("shift-uniform-log2"), per tensor:
 
     y = log2(a + eta),   delta = (ymax - ymin) / (2^b - 1)
     k = clip(round((y - ymin) / delta), 0, 2^b - 1)            codes, uint8
@@ -21,7 +21,7 @@ Shifted log2 quantizer of I&S-ViT (sardfq.md §7.2, "shift-uniform-log2"), per t
 MSE. The I&S code uses 2^b - 1 levels at initialisation but 2^b in its forward; refq uses 2^b - 1 in
 both, so codes fit in b bits. a_hat may be slightly negative at a = 0 when 2^round(log2 eta) < eta.
 
-References: sardfq.md §7.2; Lin et al., "FQ-ViT", IJCAI 2022 (log2 quantization of attention maps);
+References: docs/sardfq.md, S5; Lin et al., "FQ-ViT", IJCAI 2022 (log2 quantization of attention maps);
 Li et al., "RepQ-ViT", ICCV 2023; Zhong et al., "I&S-ViT", arXiv:2311.10126 (shift-uniform-log2).
 """
 from __future__ import annotations

@@ -6,10 +6,10 @@ Codes are signed int8 in [qmin, qmax] = [-2^(b-1), 2^(b-1) - 1] for every bit wi
 
     x_hat = scale * (q - zero)
 
-* symmetric:  zero = 0. With absmax ranges the code -2^(b-1) is never produced (aser.md §2.4: "-8
-  unused" at b = 4); it is only reached when a clipped range (percentile, MSE) saturates.
+* symmetric:  zero = 0. With absmax ranges the code -2^(b-1) is never produced (docs/aser.md, A2:
+  -8 unused at b = 4); it is only reached when a clipped range (percentile, MSE) saturates.
 * asymmetric: the textbook unsigned code u = round(x / scale) + z_u in [0, 2^b - 1] with zero point z_u
-  (sardfq.md §7.2) is stored shifted by -2^(b-1): q = u - 2^(b-1), zero = z_u - 2^(b-1). The shift
+  (I&S-ViT's uniform quantizer) is stored shifted by -2^(b-1): q = u - 2^(b-1), zero = z_u - 2^(b-1). The shift
   cancels in q - zero, so reconstructions are those of the textbook quantizer, and 8-bit codes still
   fit in int8. The zero point is itself a valid code, so 0.0 is reconstructed exactly.
 * The Numba int8 GEMMs consume symmetric codes (zero == 0): then y = s_x s_w sum_k q_x q_w exactly.
@@ -25,8 +25,8 @@ granularity  axis  group_size  scale shape                            used for
 "group"      a     g           S with S[a] replaced by S[a] // g      per-group weights (g | S[a])
 All but "group" broadcast against x directly; "group" is repeated g times along a (`broadcast_params`).
 
-References: aser.md §2.4 (per-channel symmetric weights, per-token activations); sardfq.md §7.2
-(uniform asymmetric quantizer of I&S-ViT); Nagel et al., "A White Paper on Neural Network
+References: docs/aser.md, A2 (per-channel symmetric weights, per-token activations); Zhong et al., "I&S-ViT",
+arXiv:2311.10126 (uniform asymmetric quantizer; docs/sardfq.md, S5); Nagel et al., "A White Paper on Neural Network
 Quantization", arXiv:2106.08295, Sec. 2.2 (scale / zero-point, symmetric vs asymmetric).
 """
 from __future__ import annotations

@@ -4,8 +4,8 @@ Every fitter reshapes x into rows, one row per quantization block (the whole ten
 token, or one group; refq.quant.params lists the layouts), computes a range [lo, hi] per row and turns
 it into (scale, zero):
 
-    symmetric:   scale = max(|lo|, |hi|) / (2^(b-1) - 1),   zero = 0                    (aser.md §2.4)
-    asymmetric:  scale = (hi - lo) / (2^b - 1),  zero = round(-lo / scale) - 2^(b-1)    (sardfq.md §7.2)
+    symmetric:   scale = max(|lo|, |hi|) / (2^(b-1) - 1),   zero = 0                    (docs/aser.md, A2)
+    asymmetric:  scale = (hi - lo) / (2^b - 1),  zero = round(-lo / scale) - 2^(b-1)    (I&S-ViT)
 
 lo <= 0 <= hi is enforced first (as in GPTQ's find_params), so the zero point is a valid code and 0.0
 is exact. A block with no nonzero value gets scale 1 (any positive scale reconstructs zeros exactly);
@@ -18,8 +18,8 @@ other scales are floored at the smallest normal float32 so that they stay finite
                    exceeds fit_minmax's. I&S-ViT's candidate lists are WEIGHT_PERCENTILES and
                    ACTIVATION_PERCENTILES.
 
-References: sardfq.md §7.2 (percentile-MSE initialisation of I&S-ViT, candidate percentiles);
-aser.md §2.4 (per-channel symmetric weights, per-token dynamic activations); Frantar et al., "GPTQ",
+References: Zhong et al., "I&S-ViT", arXiv:2311.10126 (percentile-MSE initialisation, candidate percentiles;
+docs/sardfq.md, S5); docs/aser.md, A2 (per-channel symmetric weights, per-token dynamic activations); Frantar et al., "GPTQ",
 ICLR 2023 (min/max range with 0 enforced inside it).
 """
 from __future__ import annotations

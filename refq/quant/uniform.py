@@ -9,8 +9,8 @@ code convention and the scale layouts). `round` is NumPy's round-half-to-even. I
 range [scale (qmin - zero), scale (qmax - zero)] the error |x - x_hat| is at most scale / 2; outside it
 x saturates at the nearest end.
 
-References: sardfq.md §7.2 (I&S-ViT uniform quantizer: x_int = round(x/Δ) + z, clamp, x_hat = (x_q - z)Δ);
-aser.md §2.4 (symmetric absmax RTN, zero = 0); Jacob et al., "Quantization and Training of Neural
+References: Zhong et al., "I&S-ViT", arXiv:2311.10126 (uniform quantizer: x_int = round(x/Δ) + z, clamp, x_hat = (x_q - z)Δ);
+docs/aser.md, A2 (symmetric absmax RTN, zero = 0); Jacob et al., "Quantization and Training of Neural
 Networks for Efficient Integer-Arithmetic-Only Inference", CVPR 2018, eq. (1) (r = S (q - Z)).
 """
 from __future__ import annotations

@@ -9,7 +9,7 @@ Stage 2, quantization on those images:
   quant_vit.py   the quantized ViT as a LayerOps (fake-quant and integer paths), range initialisation
   reconstruct.py block-wise reconstruction (Adam, lr 4e-5, 100 steps per block)
 Driver:
-  pipeline.py    one configuration end to end; table.py the README table (3 seeds, ablation)
+  pipeline.py    one configuration end to end; table.py the docs/sardfq.md table (3 seeds, ablation)
 
 `refq vit dfq --help` runs one configuration; walkthroughs/01_sardfq.py shows every step. Submodules are
 not imported here, so `import refq.sardfq` stays cheap.

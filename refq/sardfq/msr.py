@@ -1,9 +1,9 @@
 """MSR, Multi-Semantic Reinforcement: optimise non-overlapping regions of each image as images of their own.
 
-SARDFQ picks m non-overlapping patches of every synthetic image, m in {1, ..., K_MSR} (K_MSR = 4 [P]),
+SARDFQ picks m non-overlapping patches of every synthetic image, m in {1, ..., K_MSR} (K_MSR = 4 in the paper),
 resizes each to the model's input size and optimises it as an independent image with its own label;
-the gradient reaches only that region of the original image [P]. The geometry is the design default of
-sardfq.md §5.2 [G], sampled once and kept fixed for the whole run:
+the gradient reaches only that region of the original image. The geometry is refq's choice (docs/sardfq.md, S3),
+sampled once and kept fixed for the whole run:
 
     m_b     ~ UniformInt{1, ..., min(K_MSR, grid^2, C - 1)}
     regions: m_b distinct cells of a grid x grid split of the canvas (2 x 2: four H/2 x W/2 cells),
@@ -16,7 +16,7 @@ region only and the backward writes nothing outside it. `crop_and_resize` with t
 not used: its half-pixel sample grid reads one pixel row/column beyond the box edges (weight 1/4 at a
 2x upsample), which would leak gradient into the neighbouring region.
 
-References: SARDFQ, arXiv:2412.16553, Sec. MSR; sardfq.md §5.1-5.2 and §10 item 6.
+References: SARDFQ, arXiv:2412.16553, Multi-Semantic Reinforcement; docs/sardfq.md, S3.
 """
 from __future__ import annotations
 

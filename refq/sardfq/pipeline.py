@@ -1,11 +1,11 @@
 """One SARDFQ configuration end to end: load a ViT, make calibration images, quantize, reconstruct, evaluate.
 
     calibration  'real'  : `batch` real images (Fashion-MNIST training images, or a labelled image folder)
-                 'noise' : N(0, 1) images in the normalised space                       (sardfq.md §7.5)
-                 'psaq'  : PSAQ-ViT inversion (PSE + CE + TV)                            (§3.3)
-                 'sardfq': APA + MSR + SL inversion, each switchable                    (§3.4-6)
-    quantize     QuantOps(wbits, abits), ranges by percentile-MSE on the calibration images (§7.3)
-    reconstruct  patch embedding, blocks, head; 100 Adam steps each, lr 4e-5 (§7.2)
+                 'noise' : N(0, 1) images in the normalised space                       (PSAQ-ViT's mode)
+                 'psaq'  : PSAQ-ViT inversion (PSE + CE + TV)                            (S1)
+                 'sardfq': APA + MSR + SL inversion, each switchable                    (S2-S4)
+    quantize     QuantOps(wbits, abits), ranges by percentile-MSE on the calibration images (S5)
+    reconstruct  patch embedding, blocks, head; 100 Adam steps each, lr 4e-5 (the paper)
     evaluate     top-1 of the fake-quant model (or its integer path) on the evaluation images
 
 Models: the shipped Fashion-MNIST ViT (refq.pretrained), any refq ViT .npz whose manifest holds a
@@ -15,7 +15,8 @@ the shapes: patch size, width, depth, classes, tokens; the head count is not in 
 come from a folder (`load_image_folder`), resized to img_size / crop_pct (bicubic) and centre-cropped, as
 in timm's evaluation transform.
 
-References: sardfq.md §1, §2, §7.3 step 4, §7.5.
+References: SARDFQ, arXiv:2412.16553 (data synthesis, then quantized network learning); docs/sardfq.md,
+S1-S8 (the notes in parentheses above); timm's evaluation transform.
 """
 from __future__ import annotations
 

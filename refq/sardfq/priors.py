@@ -1,8 +1,8 @@
-"""APA attention priors: random Gaussian-mixture heat-maps on the patch grid (sardfq.md §4.2).
+"""APA attention priors: random Gaussian-mixture heat-maps on the patch grid (SARDFQ, APA; docs/sardfq.md, S2).
 
 SARDFQ aligns the class-token attention of the latter blocks with "randomly generated structured maps
-from a Gaussian Mixture Model, a distinct GMM per head" [P]. The paper states only K_APA = 5; the sampler
-below is the design default of §4.2 [G], one prior per image, APA block and head, drawn once before the
+from a Gaussian Mixture Model, a distinct GMM per head" (the paper). The paper states only K_APA = 5; the sampler
+below is refq's choice (docs/sardfq.md, S2), one prior per image, APA block and head, drawn once before the
 optimisation and kept fixed:
 
     K       ~ UniformInt{1, ..., K_APA}
@@ -12,12 +12,12 @@ optimisation and kept fixed:
     P(i, j) = sum_k pi_k exp(-((i - mu_k,row)^2 + (j - mu_k,col)^2) / (2 sigma_k^2))
     prior   = P / sum_ij P                     a probability map over the G^2 patches
 
-Isotropic components are one of two equally faithful readings (§4.2 also allows a full covariance with
-a random rotation); `sigma_min` and `sigma_frac` are parameters. Maps are flattened in row-major patch
+Isotropic components are one of two equally faithful readings (a full covariance with a random rotation
+would be the other); `sigma_min` and `sigma_frac` are parameters. Maps are flattened in row-major patch
 order, the token order of the ViT (row 0 of the attention, patch columns).
 
 References: Zhong et al., "Semantic Alignment and Reinforcement for Data-Free Quantization of Vision
-Transformers" (SARDFQ), arXiv:2412.16553, Sec. APA; sardfq.md §4.1-4.2, §10 item 4.
+Transformers" (SARDFQ), arXiv:2412.16553, Attention Priors Alignment; docs/sardfq.md, S2.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """The quantized ViT of SARDFQ's second stage, as a `LayerOps` subclass of refq.models.vit.
 
-Quantizers (sardfq.md §7.3, the I&S-ViT placement):
+Quantizers (the I&S-ViT placement, docs/sardfq.md, S5):
 * weights of every linear layer (patch embedding, qkv, proj, fc1, fc2, head): per-output-channel
   asymmetric uniform, b_w bits;
 * activations at the input of every linear layer and the q, k, v operands of the two attention
@@ -9,7 +9,7 @@ Quantizers (sardfq.md §7.3, the I&S-ViT placement):
 * LayerNorm, softmax, GELU, residual adds stay in floating point.
 The image entering the patch embedding gets its own per-tensor quantizer of `input_bits` (default 8):
 I&S-ViT leaves it in float, but Fashion-MNIST and ImageNet pixels are 8-bit data, so an 8-bit code
-loses (almost) nothing and lets the integer path run *every* linear layer on the integer kernels [G].
+loses (almost) nothing and lets the integer path run *every* linear layer on the integer kernels (docs/sardfq.md, S8).
 input_bits=None keeps the image in float (that layer then runs in float in the integer path too).
 
 Ranges (`init_quantizers`): percentile-MSE search (refq.quant.fit_mse, I&S candidate lists), activations
@@ -26,7 +26,7 @@ matmuls (q k^T, A V) use the fake-quant values in both paths. Layers are cached 
 
 References: SARDFQ, arXiv:2412.16553 (quantization stage); I&S-ViT, arXiv:2311.10126 (quantizer placement,
 percentile-MSE init); Jacob et al., CVPR 2018, eq. (7)-(8) (zero-point expansion of an integer matmul);
-Lin et al., "FQ-ViT", IJCAI 2022 (log2 attention quantizer); sardfq.md §7.2-7.4.
+Lin et al., "FQ-ViT", IJCAI 2022 (log2 attention quantizer); docs/sardfq.md, S5.
 """
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Block-wise reconstruction: fine-tune each quantized block to reproduce the FP block output (sardfq.md §7.2-7.3).
+"""Block-wise reconstruction: fine-tune each quantized block to reproduce the FP block output (SARDFQ, quantization).
 
 For the patch embedding (a single layer), then every block l = 1..L in order, then the head (a single
 layer), on the calibration images:
@@ -13,11 +13,11 @@ layer), on the calibration images:
     Each step uses `batch_size` cached samples drawn without replacement (all of them when there are fewer).
 
 The units' FP targets come from the FP chain (FP inputs), their inputs from the quantized chain, as in
-I&S-ViT's last stage (last_stage = True). SARDFQ states 100 iterations, lr 4e-5 and cosine decay [P].
+I&S-ViT's last stage (last_stage = True). SARDFQ states 100 iterations, lr 4e-5 and cosine decay.
 
 References: SARDFQ, arXiv:2412.16553 (quantized network learning); I&S-ViT, arXiv:2311.10126
 (block_reconstruction / layer_reconstruction, lp_loss); Li et al., "BRECQ", ICLR 2021 (block reconstruction);
-sardfq.md §7.2-7.3.
+docs/sardfq.md, S5.
 """
 from __future__ import annotations
 

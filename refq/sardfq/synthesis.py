@@ -1,23 +1,23 @@
 """Calibration-image synthesis: Gaussian noise, PSAQ-ViT inversion, and SARDFQ (APA + MSR + SL).
 
-The generation loop of sardfq.md §9 (inherited from PSAQ-ViT, §3.1), on the frozen full-precision ViT:
+The generation loop of PSAQ-ViT that SARDFQ inherits (docs/sardfq.md, S1), on the frozen full-precision ViT:
 
     x ~ N(0, 1) [B, C, H, W] (normalised space);  labels y0 ~ UniformInt[0, C)
     Adam(lr 0.2, betas (0.5, 0.9), eps 1e-8), state kept across rounds
     for each round r (jitter limit lim_r):  for it in 0..iters-1:
         lr   = warm-up (first warmup_frac of the round) then cosine to 0        (restarted per round)
         x_j  = flip_w(roll(x, (o, o)))   o ~ UniformInt[-lim_r, lim_r], flip with probability 1/2
-        L    = alpha1 L_APA(x_j) + mean_b SoftCE(f(x_j)_b, T_b)                  (SARDFQ, §3.4)
-               + (1/B) sum_{b,i} SoftCE(f(patch_{b,i}), T_{b,i})               (MSR regions, §5.2)
+        L    = alpha1 L_APA(x_j) + mean_b SoftCE(f(x_j)_b, T_b)                  (SARDFQ's L_G)
+               + (1/B) sum_{b,i} SoftCE(f(patch_{b,i}), T_{b,i})               (MSR regions, S3)
                + 0.05 |TV(x_j) - v|
-          or   L_PSE(x_j) + CE(f(x_j), y0) + 0.05 |TV(x_j) - v|                  (PSAQ-ViT, §3.3)
+          or   L_PSE(x_j) + CE(f(x_j), y0) + 0.05 |TV(x_j) - v|                  (PSAQ-ViT)
         x    = clip(x - Adam step, (0 - mean) / std, (1 - mean) / std)           (the valid pixel range)
 
-Switches (the ablation of §8.3): apa=False drops the APA term, sl=False replaces the soft targets by
+Switches (the paper's ablation of APA, MSR and SL): apa=False drops the APA term, sl=False replaces the soft targets by
 one-hot cross-entropy on the labels, msr=False drops the regions (the image target is then {y0} only).
 All switches off is the `CE + 0.05 TV` baseline. MSR regions are cut from the un-jittered x and get
-their own roll/flip (one offset and one coin per iteration for all regions) [G]. Method 'noise' returns
-the N(0, 1) starting images as they are, unclipped (PSAQ-ViT's Gaussian-noise calibration, §7.5).
+their own roll/flip (one offset and one coin per iteration for all regions; docs/sardfq.md, S3). Method 'noise' returns
+the N(0, 1) starting images as they are, unclipped (PSAQ-ViT's Gaussian-noise calibration).
 
 Scaling to refq's CPU budget (documented defaults, every one a field of SynthConfig):
 * iterations: 2 rounds x `iters` (PSAQ/SARDFQ: 2 x 500); warm-up = 20% of a round (PSAQ: 100 of 500).
@@ -28,10 +28,12 @@ Scaling to refq's CPU budget (documented defaults, every one a field of SynthCon
 from each chunk's min/max).
 
 References: SARDFQ, arXiv:2412.16553 (L_G, APA, MSR, SL); PSAQ-ViT (Li et al., ECCV 2022) generation loop;
-sardfq.md §3, §5.2, §9, §10 items 2-8.
+docs/sardfq.md, S1-S4, S6-S7.
 """
 from __future__ import annotations
 
+import functools
+import operator
 import sys
 import time
 from dataclasses import dataclass, field
@@ -47,9 +49,9 @@ from refq.sardfq.msr import MSRPlan, msr_crops, sample_msr
 from refq.sardfq.priors import sample_priors
 
 METHODS = ("noise", "psaq", "sardfq")
-# alpha1 of L_G. The paper searches it per model in 1..1e5 [P]. With 7 x 7 priors summing to 1 the raw
+# alpha1 of L_G. The paper searches it per model in 1..1e5. With 7 x 7 priors summing to 1 the raw
 # L_APA of the Fashion-MNIST ViT is ~7e-3 at the start (3 APA blocks x 3 heads), so alpha1 = 1e3 puts it
-# at the scale of the soft cross-entropy terms (sardfq.md §4.4). Chosen by SARDFQ W4A4 top-1 on 2000
+# at the scale of the soft cross-entropy terms (docs/sardfq.md, S6). Chosen by SARDFQ W4A4 top-1 on 2000
 # held-out *training* images (train[58000:60000]; never the test set), seed 0, default settings:
 # alpha1 = 1e2: 51.85%, 1e3: 53.05%, 1e4: 52.30% (`python -m refq.sardfq.table --sweep-alpha 100 1000 10000
 # --seeds 0`, run on a 3-epoch/6000-image development ViT while the shipped checkpoint was training).
@@ -161,43 +163,55 @@ def sample_targets(cfg: vit.ViTConfig, sc: SynthConfig, rng: np.random.Generator
 def _classification(logits, soft: np.ndarray | None, hard: np.ndarray, batch: int):
     """Sum over rows of SoftCE (or one-hot CE without soft targets), divided by the full batch size."""
     if soft is not None:
-        return F.mul(losses.soft_cross_entropy(logits, soft, reduction="sum"), 1.0 / batch)
-    return F.mul(F.cross_entropy(logits, hard), logits.shape[0] / batch)
+        return losses.soft_cross_entropy(logits, soft, reduction="sum") * (1.0 / batch)
+    return F.cross_entropy(logits, hard) * (logits.shape[0] / batch)
 
 
-def _chunk_loss(params, cfg, sc, t: SynthResult, x, xj, b0: int, b1: int, patch_shift: tuple):
-    """Loss terms (summed over images b0..b1-1, divided by B) of one chunk; returns (total, parts)."""
-    B, nb = sc.batch, b1 - b0
-    inputs = [F.getitem(xj, slice(b0, b1))]  # [nb, C, H, W]
+@dataclass(frozen=True)
+class Chunk:
+    """Images b0..b1-1 of one synthesis step, the unit `_chunk_loss` works on (the batch split for memory)."""
+
+    x: Tensor  # [B, C, H, W] the images as optimised (MSR regions are cut from these)
+    xj: Tensor  # [B, C, H, W] the same images rolled / flipped for this step
+    b0: int
+    b1: int
+    patch_shift: tuple = (0, False)  # (roll offset, flip) shared by all MSR regions of the step
+
+
+def _chunk_loss(params, cfg, sc: SynthConfig, t: SynthResult, chunk: Chunk) -> tuple[Tensor, dict]:
+    """Loss terms of one chunk (summed over its images, divided by B), without TV; returns (total, parts)."""
+    B, b0, b1 = sc.batch, chunk.b0, chunk.b1
+    nb = b1 - b0
+    inputs = [chunk.xj[b0:b1]]  # [nb, C, H, W]
     plan = t.plan.for_images(b0, b1) if t.plan is not None else None
-    if plan is not None and len(plan):
-        crops = msr_crops(F.getitem(x, slice(b0, b1)), plan, (cfg.img_size, cfg.img_size))  # [R, C, H, W]
-        inputs.append(jitter(crops, *patch_shift))
+    has_regions = plan is not None and len(plan) > 0
+    if has_regions:
+        crops = msr_crops(chunk.x[b0:b1], plan, (cfg.img_size, cfg.img_size))  # [R, C, H, W]
+        inputs.append(jitter(crops, *chunk.patch_shift))
     ops = RecordingOps()
     logits, attns = vit.forward(params, cfg, F.concat(inputs, axis=0) if len(inputs) > 1 else inputs[0],
-                                return_attn=True, ops=ops)
-    img_logits = F.getitem(logits, slice(0, nb))  # [nb, classes]
-    parts = {}
+                                return_attn=True, ops=ops)  # [nb + R, classes]
+    img_logits = logits[0:nb]  # [nb, classes]
     patch_start = 1 + int(cfg.distilled)
+    parts = {}
     if sc.method == "psaq":
-        outs = [F.getitem(o, slice(0, nb)) for o in ops.av_outputs]  # per block [nb, H, N, Dh]
-        parts["pse"] = F.mul(losses.pse_loss(outs, patch_start, sc.pse_bandwidth), nb / B)
-        parts["ce"] = F.mul(F.cross_entropy(img_logits, t.labels[b0:b1]), nb / B)
+        av_outputs = [o[0:nb] for o in ops.av_outputs]  # per block [nb, H, N, Dh]
+        parts["pse"] = losses.pse_loss(av_outputs, patch_start, sc.pse_bandwidth) * (nb / B)  # L_PSE
+        parts["ce"] = F.cross_entropy(img_logits, t.labels[b0:b1]) * (nb / B)  # CE(f(x), y0)
     else:
         if t.priors is not None:
             blocks = losses.apa_blocks(cfg.depth, sc.apa_mode)
-            img_attns = [F.getitem(a, slice(0, nb)) if i in blocks else None for i, a in enumerate(attns)]
-            apa = losses.apa_loss(img_attns, t.priors[b0:b1], blocks, cfg.depth, patch_start)
-            parts["apa"] = F.mul(apa, sc.alpha1 * nb / B)
-        soft = None if t.image_targets is None else t.image_targets[b0:b1]
-        parts["ce"] = _classification(img_logits, soft, t.labels[b0:b1], B)
-        if plan is not None and len(plan):
+            img_attns = [a[0:nb] if i in blocks else None for i, a in enumerate(attns)]
+            l_apa = losses.apa_loss(img_attns, t.priors[b0:b1], blocks, cfg.depth, patch_start)
+            parts["apa"] = l_apa * (sc.alpha1 * nb / B)  # alpha1 L_APA
+        image_targets = None if t.image_targets is None else t.image_targets[b0:b1]
+        parts["ce"] = _classification(img_logits, image_targets, t.labels[b0:b1], B)  # L_SL of the images
+        if has_regions:
             rows = np.flatnonzero((t.plan.batch_index >= b0) & (t.plan.batch_index < b1))
-            soft = None if t.patch_targets is None else t.patch_targets[rows]
-            parts["msr"] = _classification(F.getitem(logits, slice(nb, None)), soft, plan.labels, B)
-    total = None
-    for v in parts.values():
-        total = v if total is None else F.add(total, v)
+            region_targets = None if t.patch_targets is None else t.patch_targets[rows]
+            region_logits = logits[nb:]  # [R, classes]
+            parts["msr"] = _classification(region_logits, region_targets, plan.labels, B)  # L_SL of the regions
+    total = functools.reduce(operator.add, parts.values())  # L_G without its 0.05 L_TV term
     return total, {k: float(v.item()) for k, v in parts.items()}
 
 
@@ -205,7 +219,7 @@ def objective(params: dict, cfg: vit.ViTConfig, sc: SynthConfig, t: SynthResult,
     """The synthesis loss terms at images x without jitter or flip (for monitoring and tests)."""
     with no_grad():
         xt = Tensor(np.asarray(x, np.float32))
-        _, parts = _chunk_loss(params, cfg, sc, t, xt, xt, 0, sc.batch, (0, False))
+        _, parts = _chunk_loss(params, cfg, sc, t, Chunk(xt, xt, 0, sc.batch))
         parts["tv"] = sc.tv_weight * float(losses.tv_loss(xt, t.tv_target).item())
     parts["loss"] = sum(parts.values())
     return parts
@@ -236,15 +250,16 @@ def synthesize(params: dict, cfg: vit.ViTConfig, sc: SynthConfig, rng: np.random
             opt.zero_grad()
             xj = jitter(x, int(rng.integers(-lim, lim + 1)), bool(rng.random() < 0.5))  # [B, C, H, W]
             patch_shift = (0, False)
-            if sc.patch_jitter:  # one roll offset and one flip coin for all MSR regions [G]
+            if sc.patch_jitter:  # one roll offset and one flip coin for all MSR regions (docs/sardfq.md, S3)
                 patch_shift = (int(rng.integers(-lim, lim + 1)), bool(rng.random() < 0.5))
             parts: dict[str, float] = {}
             for b0 in range(0, sc.batch, chunk):
-                loss, chunk_parts = _chunk_loss(params, cfg, sc, t, x, xj, b0, min(b0 + chunk, sc.batch), patch_shift)
+                part = Chunk(x, xj, b0, min(b0 + chunk, sc.batch), patch_shift)
+                loss, chunk_parts = _chunk_loss(params, cfg, sc, t, part)
                 loss.backward()
                 for k, v in chunk_parts.items():
                     parts[k] = parts.get(k, 0.0) + v
-            tv = F.mul(losses.tv_loss(xj, t.tv_target), sc.tv_weight)
+            tv = losses.tv_loss(xj, t.tv_target) * sc.tv_weight  # 0.05 L_TV on the whole batch
             tv.backward()
             parts["tv"] = float(tv.item())
             opt.step()

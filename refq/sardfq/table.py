@@ -1,12 +1,12 @@
-"""Regenerate the SARDFQ table of the README: main results, the W4A4 ablation, seeds, runtime.
+"""Regenerate the SARDFQ table of docs/sardfq.md: main results, the W4A4 ablation, seeds, runtime.
 
     python -m refq.sardfq.table --out-md sardfq_table.md --out-json sardfq_table.json [--seeds 0 1 2]
 
 Rows (each cell: top-1 mean +- sample std over the seeds, on the Fashion-MNIST test set by default):
 * FP32;
 * W4A4 and W6A6 with calibration images from real training images, Gaussian noise, PSAQ-ViT and SARDFQ
-  (the layout of sardfq.md §8.1-8.2);
-* the W4A4 ablation of §8.3: SARDFQ with every subset of {APA, MSR, SL} ("none" = CE + 0.05 TV inversion).
+  (the layout of the paper's main table);
+* the W4A4 ablation of the paper's component table: SARDFQ with every subset of {APA, MSR, SL} ("none" = CE + 0.05 TV inversion).
 Calibration images depend on (model, method, switches, seed) only, so W4A4 and W6A6 share them; they
 are cached in memory and, with --cache DIR, on disk. With --out-json every finished run is written at
 once and --resume skips the runs already in that file. Cached images and records carry a fingerprint of
@@ -18,7 +18,8 @@ network has seen those images in training, but every alpha1 is scored on the sam
 quantity compared is the quantized model's accuracy, which depends on alpha1 only through the
 calibration images.
 
-References: sardfq.md §8 (tables), §10 item 8 (alpha1 search).
+References: SARDFQ, arXiv:2412.16553 (the W4A4 / W6A6 table and the APA / MSR / SL ablation); docs/sardfq.md,
+S6 (alpha1 search).
 """
 from __future__ import annotations
 
@@ -157,7 +158,7 @@ def _cell(records: list, **match) -> str:
 
 
 def to_markdown(records: list, fp_top1: float, meta: dict) -> str:
-    """The README table: main results, ablation, and a runtime line."""
+    """The docs/sardfq.md table: main results, ablation, and a runtime line."""
     lines = ["| Calibration | W4A4 | W6A6 |", "|---|---|---|", f"| FP32 (no quantization) | {100 * fp_top1:.2f} | |"]
     full = {"apa": True, "msr": True, "sl": True}
     for calib, label in MAIN_CALIBS:

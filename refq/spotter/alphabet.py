@@ -8,7 +8,7 @@ case-insensitive alphabet (`Alphabet(CASE_INSENSITIVE_CHARS, case_insensitive=Tr
 folds upper case to lower case before encoding.
 
 References:
-    refq spotter spec, Sec. 1.2 and Sec. 4.2-4.3 (case handling in evaluation).
+    docs/spotter.md, T3 and T7 (case handling in evaluation).
     Shi, Bai, Yao, "An End-to-End Trainable Neural Network for Image-based
     Sequence Recognition" (CRNN), TPAMI 2017: label converter with index 0
     reserved for the blank.

@@ -17,7 +17,7 @@ Every generator returns a float32 canvas [H, W, C] with values in [0, 255]
 References:
     Field, "Relations between the statistics of natural images and the
     response properties of cortical cells", JOSA A 1987 (1/f spectra).
-    refq spotter spec, Sec. 2.3 (random background: flat / gradient / noise).
+    docs/spotter.md, T6 (random background: flat / gradient / noise).
 """
 from __future__ import annotations
 

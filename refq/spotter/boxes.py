@@ -20,7 +20,7 @@ References:
     Sutherland & Hodgman, "Reentrant polygon clipping", CACM 1974.
     Neubeck & Van Gool, "Efficient non-maximum suppression", ICPR 2006.
     Zhou et al., "EAST: An Efficient and Accurate Scene Text Detector", CVPR 2017, Sec. 3.5.
-    refq spotter spec, Sec. 1.2 (decode + NMS) and Sec. 6.8 (property tests).
+    docs/spotter.md, T8 (decoding and NMS).
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Batched CTC loss with its fused gradient (Numba), and the autograd op `CTCLoss`.
 
-Same math as `refq.spotter.ctc_reference` (spec Sec. 6.2-6.5, Appendix A),
+Same math as `refq.spotter.ctc_reference` (Graves et al. 2006, Sec. 4),
 arranged for speed:
 
 * one sample per loop iteration (the batch split over threads when it is
@@ -12,8 +12,8 @@ arranged for speed:
   right, and the "skip the blank" rule is an additive mask (0 or -inf), so the
   s-1 / s-2 (s+1 / s+2) terms need no index checks;
 * for frame t only states s in [S - 2(T_i - t), 2t + 1] can lie on a complete
-  path (spec Sec. 6.2, speed-up); the rest stay -inf;
-* gradient w.r.t. the logits is y - gamma (softmax fused, spec Sec. 6.4), or
+  path (Graves Sec. 4.1: the other states cannot reach the end); the rest stay -inf;
+* gradient w.r.t. the logits is y - gamma (softmax fused, Graves Eq. 16), or
   -gamma when the inputs are already log-probabilities.
 
 Semantics (PyTorch CTCLoss conventions, blank = 0):
@@ -26,7 +26,7 @@ Semantics (PyTorch CTCLoss conventions, blank = 0):
 
 References:
     Graves et al., "Connectionist Temporal Classification", ICML 2006, Eq. 5-16.
-    refq spotter spec, Sec. 6.
+    docs/spotter.md, T9 (emission-exclusive beta).
 """
 from __future__ import annotations
 
@@ -100,7 +100,7 @@ def _forward(lpe, skip, Tn, S, alpha):
 
 @njit(cache=True)
 def _backward(lpe, skip, Tn, S, beta):
-    """Fill the emission-exclusive beta [Tn, S + 2] (state s in column s); spec Sec. 6.3."""
+    """Fill the emission-exclusive beta [Tn, S + 2] (state s in column s); docs/spotter.md T9."""
     beta[:, :] = -np.inf
     beta[Tn - 1, S - 1] = 0.0
     if S > 1:
@@ -185,7 +185,7 @@ def _score_targets(lp, labels, offsets, out):
 
 
 def min_input_length(labels) -> int:
-    """Fewest frames that can emit `labels`: L + number of adjacent repeats (spec Sec. 6.4)."""
+    """Fewest frames that can emit `labels`: L + number of adjacent repeats (a blank must separate each repeat)."""
     lab = np.asarray(labels).ravel()  # [L]
     return int(lab.size + np.count_nonzero(lab[1:] == lab[:-1]))
 

@@ -1,6 +1,6 @@
 """CTC decoding: greedy best path, prefix beam search, and lexicon decoding.
 
-* Greedy (spec Sec. 6.6; Graves et al. 2006, Sec. 3.2 "best path decoding"):
+* Greedy (Graves et al. 2006, Sec. 3.2 "best path decoding"):
   pi_t = argmax_k y_t^k, then the map B: merge consecutive repeats *then*
   drop blanks ("a - a" -> "aa", "a a" -> "a").
 * Prefix beam search (Graves 2012, Ch. 7.5; Hannun et al. 2014, Alg. 1):
@@ -8,16 +8,16 @@
   frames so far collapsing to the prefix with the last frame a blank / a
   label; identical prefixes merge. Without pruning (width >= K^T) the final
   beams hold the exact p(l|x) of every labeling.
-* Lexicon (spec Sec. 6.6): the word of the largest exact CTC log-likelihood
+* Lexicon (docs/spotter.md T8): the word of the largest exact CTC log-likelihood
   (forward pass, `refq.spotter.ctc.ctc_log_likelihoods`), or the word nearest
-  to the greedy text in edit distance (ICDAR-style, spec Sec. 4.2).
+  to the greedy text in edit distance (ICDAR-style).
 
 References:
     Graves, Fernandez, Gomez, Schmidhuber, "Connectionist Temporal
     Classification", ICML 2006, Sec. 3.2.
     Hannun, Maas, Jurafsky, Ng, "First-Pass Large Vocabulary Continuous Speech
     Recognition using Bi-Directional Recurrent DNNs", arXiv:1408.2873, 2014.
-    refq spotter spec, Sec. 4.2 and 6.6.
+    docs/spotter.md, T8.
 """
 from __future__ import annotations
 

@@ -1,20 +1,20 @@
 """Plain float64 CTC for one sample: the oracle that the Numba kernel is tested against.
 
-This is the pseudo-code of the spotter spec (Appendix A) written out with
+This is the CTC forward-backward of Graves et al. (2006, Sec. 4) written out with
 Python loops, one cell at a time, in log space. It is slow on purpose: every
 line maps to one equation. `refq.spotter.ctc` is the fast batched version.
 
-Notation (Graves et al. 2006, Sec. 4.1; spec Sec. 6.1): logits a [T, K], class
+Notation (Graves et al. 2006, Sec. 4.1): logits a [T, K], class
 0 is the blank b, lp = log_softmax(a), target l = (l_1..l_L) without blanks,
 extended target l' = (b, l_1, b, l_2, ..., l_L, b) of length S = 2L + 1.
 
 * alpha_t(s): log-probability of all path prefixes that end in l'_s at frame t
-  (Graves Eq. 5-7, spec Sec. 6.2).
+  (Graves Eq. 5-7).
 * beta_t(s): log-probability of all path suffixes from (t, s) to the end,
-  *excluding* the emission at t (spec Sec. 6.3), so that for every t
+  *excluding* the emission at t (docs/spotter.md T9), so that for every t
   log p(l|x) = LSE_s(alpha_t(s) + beta_t(s)).
 * gamma_t(k) = sum over s with l'_s = k of exp(alpha_t(s) + beta_t(s) - log p);
-  d(-log p)/d a_t^k = y_t^k - gamma_t(k) (Graves Eq. 16, spec Sec. 6.4).
+  d(-log p)/d a_t^k = y_t^k - gamma_t(k) (Graves Eq. 16).
 
 The brute-force functions enumerate all K^T paths (Graves Eq. 2-3) and are
 only usable for tiny T and K; the tests use them as a second oracle.
@@ -22,7 +22,7 @@ only usable for tiny T and K; the tests use them as a second oracle.
 References:
     Graves, Fernandez, Gomez, Schmidhuber, "Connectionist Temporal
     Classification", ICML 2006, Sec. 3-4.
-    refq spotter spec, Sec. 6 and Appendix A.
+    docs/spotter.md, T9.
 """
 from __future__ import annotations
 
@@ -118,7 +118,7 @@ def ctc_reference(logits: np.ndarray, labels) -> tuple[float, np.ndarray]:
     T, K = np.shape(logits)
     if logp == NEG_INF:
         return math.inf, np.zeros((T, K))
-    gamma = np.zeros((T, K))  # [T, K] per-class occupancy, spec Sec. 6.4
+    gamma = np.zeros((T, K))  # [T, K] per-class occupancy, Graves Eq. 16
     for t in range(T):
         for s, k in enumerate(ext):
             if alpha[t, s] != NEG_INF and beta[t, s] != NEG_INF:

@@ -1,6 +1,6 @@
 """From network outputs to words: score map -> boxes -> locality-aware NMS -> text pooling -> CTC decoding.
 
-Detection (EAST Sec. 3.5 adapted to axis-aligned boxes, spec Sec. 1.2 option B):
+Detection (EAST Sec. 3.5 adapted to axis-aligned boxes, docs/spotter.md T8):
 1. every feature pixel with score > `score_thresh` (0.8) proposes the box
    (cx - d_left, cy - d_top, cx + d_right, cy + d_bottom), c = its centre in image pixels;
 2. candidates in raster order go through locality-aware NMS (IoU 0.2): runs of overlapping neighbours
@@ -26,7 +26,7 @@ A word's record: box, text, det_score, rec_score and score = det_score * rec_sco
 
 References:
     Zhou et al., "EAST", CVPR 2017, Sec. 3.5 (thresholding and locality-aware NMS).
-    Graves et al., ICML 2006, Sec. 3.2 (best-path decoding). refq spotter spec, Sec. 1.2, 1.4 and 6.6.
+    Graves et al., ICML 2006, Sec. 3.2 (best-path decoding). docs/spotter.md, T8.
 """
 from __future__ import annotations
 

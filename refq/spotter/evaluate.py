@@ -1,6 +1,6 @@
 """ICDAR 2015 scoring: detection and end-to-end P/R/F, plus word accuracy and CER of a recognizer.
 
-Detection (ICDAR 2015 "IoU" protocol, spec Sec. 4.1). Per image:
+Detection (ICDAR 2015 "IoU" protocol, docs/spotter.md T7). Per image:
 1. A ground-truth word with transcription "###" is do-not-care (dnc).
 2. A detection is dnc when, for some dnc GT region g, |d n g| / |d| > 0.5
    (AREA_PRECISION_CONSTRAINT); dnc detections are removed from the counts.
@@ -14,7 +14,7 @@ IoU <= 0.5 with the word), so it costs one missed GT and two false
 detections; two detections on one word give one match and one false
 detection. (ICDAR 2013's DetEval would credit the split; it is not this protocol.)
 
-End-to-end (spec Sec. 4.2): the same geometric matching; a matched pair is
+End-to-end (ICDAR 2015): the same geometric matching; a matched pair is
 *correct* only if the transcriptions match, and only correct pairs count.
 A matched but misread pair still uses up both its GT word and its detection.
 Transcriptions are compared after upper-casing both; then, on the GT side
@@ -23,7 +23,7 @@ dropped: GT "HELLO!" matches "hello", GT "(ok)" matches "OK", but GT
 "HE!LO" does not match "HELO" (inner punctuation must be read) and GT "HELLO"
 does not match "HELLO!" (the detection's punctuation is never dropped).
 
-Recognition on GT boxes (spec Sec. 4.3): word accuracy = #(pred == gt) / N
+Recognition on GT boxes (docs/spotter.md T7): word accuracy = #(pred == gt) / N
 and CER = sum ED(pred, gt) / sum |gt| with Levenshtein ED, both after
 `normalize_word` (default: lower case, keep [0-9a-z], the usual STR practice).
 
@@ -32,7 +32,7 @@ References:
     (the Robust Reading Competition scoring scripts define the rules above).
     Levenshtein, "Binary codes capable of correcting deletions, insertions
     and reversals", 1966.
-    refq spotter spec, Sec. 4.1-4.3 and Sec. 6.8.
+    docs/spotter.md, T7.
 """
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ the same on every machine with them installed. Files are looked up under
 $REFQ_FONT_DIR (if set) and then /usr/share/fonts and /usr/local/share/fonts.
 
 References:
-    refq spotter spec, Sec. 2.3 (random TTF font per word).
+    docs/spotter.md, T6 (synthetic data: a random TTF font per line).
 """
 from __future__ import annotations
 

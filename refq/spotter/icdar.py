@@ -17,7 +17,7 @@ Images are named img_{i} with i counting from 1, as in ICDAR 2015.
 
 References:
     Karatzas et al., "ICDAR 2015 competition on Robust Reading", ICDAR 2015.
-    refq spotter spec, Sec. 4.1.
+    docs/spotter.md, T6-T7.
 """
 from __future__ import annotations
 

@@ -2,17 +2,17 @@
 
 `load_spotter()` reads refq/weights/spotter.npz (the shipped joint model; its manifest holds the config,
 the training command, the seed and the history). `evaluate_arrays` reports, on ground-truth files in
-the ICDAR 2015 layout (spec Sec. 4):
+the ICDAR 2015 layout (docs/spotter.md T7):
 
 * detection P/R/F (IoU > 0.5, '###' = do not care) and end-to-end P/R/F (case-insensitive, one
   leading/trailing GT punctuation mark forgiven) of the full pipeline (`decode.spot_batch`);
-* word accuracy, CER and 1 - NED of the recognizer alone on the ground-truth boxes (spec Sec. 4.3,
+* word accuracy, CER and 1 - NED of the recognizer alone on the ground-truth boxes (T7,
   lower case and [0-9a-z] only);
 * images per second of the full pipeline (wall clock, batches of `batch_size` images);
 * on request (`errors=True`), what the end-to-end score counted against the model: matched words read
   wrong, cared words no detection matched, and detections that matched no word (`end_to_end_errors`).
 
-References: refq spotter spec, Sec. 4.1-4.3 and Sec. 5 (one-call API returning box, text, confidence).
+References: Karatzas et al., ICDAR 2015 (Robust Reading protocol); docs/spotter.md, T7 and T8.
 """
 from __future__ import annotations
 

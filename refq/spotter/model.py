@@ -1,7 +1,7 @@
 """The joint text spotter: shared CNN backbone, dense AABB detection head, text pooling, FCR recognizer.
 
 Functions over a dict of float32 arrays keyed by checkpoint names ("backbone.conv1.weight", ...), with
-a frozen `SpotterConfig`. Layer table (spec Sec. 1.2, "recommended NumPy/CPU rebuild"):
+a frozen `SpotterConfig`. Layer table (refq's design around the paper's components, docs/spotter.md T1-T3):
 
   backbone  (stride 4, shared)   conv3x3/2 1->16 ; conv3x3 16->32 ; conv3x3/2 32->64 ; conv3x3 64->64
   det head  (EAST-AABB, opt. B)  context branch: conv3x3/2 64->32 ; conv3x3/2 32->32 ; two conv3x3 32->32
@@ -15,7 +15,7 @@ a frozen `SpotterConfig`. Layer table (spec Sec. 1.2, "recommended NumPy/CPU reb
                                  dilation 1, 2, 4 ; conv1x1 -> K classes per column (CTC frames T = W_i)
   recognizer (RNN, ablation)     the same conv stages, then a BiLSTM (`recurrent.py`) instead of the 1-D convs
 
-Two departures from the spec's table, both for speed or reach on a CPU:
+Two changes from a plain VGG-style stack with max-pools, both for speed or reach on a CPU:
 * strided 3x3 convolutions replace the backbone's two 2x2 max-pools (same stride 4, a fifth fewer
   operations, and no pooling pass over the largest maps);
 * the context branch is refq's addition to option B: the backbone alone sees 19 px, but the geometry
@@ -33,7 +33,7 @@ References:
     (shared backbone, text pooling, fully convolutional recognizer "FCR").
     Zhou et al., "EAST: An Efficient and Accurate Scene Text Detector", CVPR 2017, Sec. 3.3 (score and
     AABB geometry maps). Shi et al., "CRNN", TPAMI 2017 (conv stages + per-column classifier).
-    He et al., "Delving deep into rectifiers", ICCV 2015 (initialisation). refq spotter spec, Sec. 1.2-1.4.
+    He et al., "Delving deep into rectifiers", ICCV 2015 (initialisation). docs/spotter.md, T1-T3.
 """
 from __future__ import annotations
 
@@ -51,7 +51,7 @@ from refq.spotter.text_pool import column_mask, pooled_widths, text_pool
 
 TASKS = ("joint", "det", "rec")
 RECOGNIZERS = ("fcr", "lstm")
-SPOTTER_CHARS = DIGITS + LOWER + PUNCTUATION  # case-folded, as the ICDAR end-to-end comparison (spec Sec. 1.2)
+SPOTTER_CHARS = DIGITS + LOWER + PUNCTUATION  # case-folded, as the ICDAR end-to-end comparison (docs/spotter.md T3)
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ the ICDAR 2015 end-to-end rules of `evaluate.py`:
 The image is upscaled (default x2) so that labels stay legible on 256 px scenes.
 
 References:
-    refq spotter spec, Sec. 5 (visualization: boxes colour-coded against GT
-    with text and score labels).
+    docs/spotter.md, T7 (boxes colour-coded against GT, with text and score
+    labels).
 """
 from __future__ import annotations
 

@@ -12,7 +12,7 @@ fully convolutional recognizer (FCR) avoids.
 References:
     Hochreiter & Schmidhuber, "Long short-term memory", Neural Computation 1997.
     Graves, "Generating sequences with recurrent neural networks", arXiv:1308.0850, 2013, Eq. 3-7.
-    Shi et al., "CRNN", TPAMI 2017 (BiLSTM over CNN columns, then CTC); refq spotter spec, Sec. 3.1 (b).
+    Shi et al., "CRNN", TPAMI 2017 (BiLSTM over CNN columns, then CTC); Sui et al., ICPR 2018 (CRNN vs FCR); docs/spotter.md, T10.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Seeded synthetic scene-text images with exact word boxes, written as an ICDAR 2015-style dataset.
 
-One scene (spec Sec. 2.3): a random background (`backgrounds.py`), then 1-6
+One scene (docs/spotter.md T6): a random background (`backgrounds.py`), then 1-6
 words placed as "lines" of 1-3 words that share a font, size and colour. Each
 word gets its exact box from Pillow's `ImageDraw.textbbox`; lines are placed
 by rejection sampling so that no two word boxes overlap and every box lies
@@ -8,7 +8,7 @@ inside the image. The text colour is drawn until its luminance differs enough
 from the background under the line (sometimes only moderately: low contrast).
 About 5% of the lines are single unreadable words, tiny (7-11 px) or heavily
 blurred, whose transcription is "###" (do not care), to exercise the
-evaluation's don't-care handling (spec Sec. 4.1). Finally the whole image
+evaluation's don't-care handling (ICDAR 2015). Finally the whole image
 gets a slight Gaussian blur and Gaussian pixel noise.
 
 Optional style augmentation (`style` > 0, off by default): that fraction of
@@ -31,7 +31,7 @@ References:
     natural scene text recognition", 2014 (the synthetic-word recipe).
     Gupta et al., "Synthetic data for text localisation in natural images"
     (SynthText), CVPR 2016.
-    refq spotter spec, Sec. 2.3.
+    docs/spotter.md, T6.
 """
 from __future__ import annotations
 

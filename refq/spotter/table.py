@@ -1,6 +1,6 @@
 """The spotter ablation of the paper's two claims, measured in miniature on a held-out synthetic test set.
 
-Rows (spec Sec. 3.1, "ablation to reproduce in miniature"):
+Rows (docs/spotter.md T10, the paper's claims in miniature):
 (a) joint vs separate: the joint model (one shared backbone for detection and recognition) against a
     detection-only model followed by a recognition-only model (two backbones): detection P/R/F,
     end-to-end F, word accuracy on GT boxes, parameters and images per second of the whole pipeline;
@@ -10,9 +10,9 @@ Rows (spec Sec. 3.1, "ablation to reproduce in miniature"):
 (c) float vs int8: the joint model with every convolution on the int8 kernels (`quantized.py`).
 The abstract claims FCR "dramatically improves inference speed" and sharing "reduces the computational
 load" and improves end-to-end accuracy; the table reports what these small models show, not the paper's
-numbers (unknown, spec Sec. 3.1).
+numbers (not available to refq, docs/spotter.md).
 
-References: Sui et al., ICPR 2018 (abstract: joint vs separate, FCR vs CRNN); refq spotter spec, Sec. 3.1, 7.
+References: Sui et al., ICPR 2018 (abstract: joint vs separate, FCR vs CRNN); docs/spotter.md, T10.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ For a feature map of stride s, pixel (i, j) stands for the image point c = ((j +
 
 References:
     Zhou et al., "EAST", CVPR 2017, Sec. 3.3.1 (label generation: shrunk score map, AABB distances).
-    Liu et al., "FOTS", CVPR 2018 (don't-care regions ignored). refq spotter spec, Sec. 1.2 option B.
+    Liu et al., "FOTS", CVPR 2018 (don't-care regions ignored). docs/spotter.md, T1.
 """
 from __future__ import annotations
 

@@ -1,12 +1,12 @@
 """Edit distance between strings (or any sequences), used by lexicon decoding and recognition metrics.
 
 Levenshtein distance with unit costs for insertion, deletion and
-substitution (spec Sec. 4.3, "ED"), by the Wagner-Fischer dynamic programme
+substitution, by the Wagner-Fischer dynamic programme
 keeping two rows.
 
 References:
     Wagner, Fischer, "The String-to-String Correction Problem", JACM 1974.
-    refq spotter spec, Sec. 4.2 (lexicon matching) and Sec. 4.3 (N.E.D, CER).
+    docs/spotter.md, T7 (CER) and T8 (lexicon matching).
 """
 from __future__ import annotations
 

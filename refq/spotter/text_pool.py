@@ -1,8 +1,8 @@
 """Text pooling: bilinear crops of word boxes from the shared feature map, fixed height, width kept in proportion.
 
 The paper's connector between detection and recognition ("a text pooling layer ... to extract a
-fixed-height feature map for individual text regions", spec Sec. 1.3). refq's version is the
-RoIAlign-style bilinear variant the spec recommends:
+fixed-height feature map for individual text regions", Sui et al. 2018). refq's version is a
+RoIAlign-style bilinear variant (docs/spotter.md T2):
 
 * box (x0, y0, x1, y1) in image pixels (edges) -> feature coordinates by dividing by the stride;
 * pooled height H_p (8), pooled width W_i = clip(round(H_p * aspect * w / h), w_min, w_max), so the
@@ -20,7 +20,7 @@ References:
     ICPR 2018 (text pooling layer); He et al., "Mask R-CNN", ICCV 2017 (RoIAlign);
     Jaderberg et al., "Spatial Transformer Networks", NeurIPS 2015, Eq. 5 (bilinear kernel);
     Liu et al., "FOTS", CVPR 2018, Sec. 3.3 (RoIRotate: height 8, aspect kept);
-    refq spotter spec, Sec. 1.3 and Sec. 6.8.
+    docs/spotter.md, T2.
 """
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
-"""Seeded end-to-end training of the spotter on a pre-generated synthetic dataset (spec Sec. 1.4, 2.3, 7).
+"""Seeded end-to-end training of the spotter on a pre-generated synthetic dataset (docs/spotter.md T5).
 
-One step on a batch of B images (forward pass of spec Sec. 1.4):
+One step on a batch of B images (Sui et al. 2018: both tasks in one network):
     F = backbone(x);  S, G = det_head(F)                      -> L_det = w_cls dice + w_geo IoU   (losses.py)
     RoIs = jittered ground-truth words (every cared word); after `pred_from` of the steps, for half of the
            images the detector's own boxes matched to a GT word (IoU > 0.5) replace the GT box, so the
@@ -12,27 +12,27 @@ only on its box plus a 16 px margin. `crop_words` more words per step (from anyw
 set) are cut out with that margin and shelf-packed into canvases of the image size, which go through
 the same backbone pass (recognition loss only). A canvas holds about 8-10 words where a scene holds
 3.7, so recognition gets about twice the samples per backbone pixel -- what makes CPU training feasible.
-Details: jitter of each box side uniform in +-`jitter` x box height (spec Sec. 1.3); W_i raised to the
+Details: jitter of each box side uniform in +-`jitter` x box height (T5); W_i raised to the
 CTC minimum L + repeats where the aspect rule gives fewer columns; words grouped by pooled width into
 recognizer batches; Adam with linear warm-up and cosine decay; global gradient-norm clipping at 5 (CTC
-spikes early, spec Sec. 2.3). Models with tasks 'det' or 'rec' drop the other loss (ablation).
+spikes early, T5). Models with tasks 'det' or 'rec' drop the other loss (ablation).
 Every `eval_every` steps the model is scored on a validation set and the checkpoint is written (so an
 interrupted run leaves its latest weights and history behind).
 
 References: Liu et al., "FOTS", CVPR 2018, Sec. 3.3-3.4 (joint training, recognition on GT RoIs);
 Kingma & Ba, ICLR 2015 (Adam); Pascanu et al., "On the difficulty of training recurrent neural
-networks", ICML 2013 (gradient-norm clipping); refq spotter spec, Sec. 1.4, 2.3 and 7.
+networks", ICML 2013 (gradient-norm clipping); docs/spotter.md, T5.
 """
 from __future__ import annotations
 
 import sys
 import time
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 import numpy as np
 
 from refq.autograd import Tensor
-from refq.autograd import functional as F
 from refq.autograd.optim import Adam, warmup_cosine_lr
 from refq.io.npz import save_npz
 from refq.spotter import model as M
@@ -96,15 +96,25 @@ def crop_region(box, margin: int, stride: int) -> tuple[int, int, int, int]:
     return x0, y0, x1, y1
 
 
-def pack_word_crops(images: np.ndarray, words: list, picks, rng, tcfg: TrainConfig, stride: int, pad: float = 0.0):
+class WordCrops(NamedTuple):
+    """Word crops shelf-packed into canvases (`pack_word_crops`): extra recognition samples for a step."""
+
+    canvases: np.ndarray  # uint8 [n, H, W]
+    boxes: np.ndarray  # [R, 4] in canvas pixels
+    owner: np.ndarray  # int64 [R] canvas index
+    texts: list  # [R] transcriptions
+
+
+def pack_word_crops(images: np.ndarray, words: list, picks, rng, tcfg: TrainConfig, stride: int,
+                    pad: float = 0.0) -> WordCrops:
     """Jittered, `pad`-widened word crops (box + margin) of picks [(image, word)] shelf-packed into canvases.
 
     The backbone sees only 9 px around a pixel, so a word's pooled features depend only on its crop with the
     margin: packing crops costs a fraction of whole images per recognition sample (exactly the same features
     unless the crop reaches past the image border, where the full image's zero padding of the inner layers
     differs slightly). The canvas and crop parts outside the image are gray 128 (~0 after normalisation).
-    Returns (canvases uint8 [n, H, W], boxes [R, 4] in canvas pixels, canvas index [R], texts); crops
-    wider or higher than a canvas are skipped.
+    Returns WordCrops(canvases uint8 [n, H, W], boxes [R, 4] in canvas pixels, canvas index [R], texts);
+    crops wider or higher than a canvas are skipped.
     """
     H, W = images.shape[1:]
     crops = []
@@ -132,8 +142,8 @@ def pack_word_crops(images: np.ndarray, words: list, picks, rng, tcfg: TrainConf
         owner.append(len(canvases) - 1)
         texts.append(text)
         x += w
-    return (np.array(canvases, np.uint8).reshape(-1, H, W), np.array(boxes, np.float64).reshape(-1, 4),
-            np.array(owner, np.int64), texts)
+    return WordCrops(np.array(canvases, np.uint8).reshape(-1, H, W), np.array(boxes, np.float64).reshape(-1, 4),
+                     np.array(owner, np.int64), texts)
 
 
 def sample_rois(cfg: M.SpotterConfig, tcfg: TrainConfig, batch_words, image_hw, rng, predicted=None):
@@ -165,48 +175,73 @@ def recognition_loss(p: dict, cfg: M.SpotterConfig, tcfg: TrainConfig, feats, bo
     for idx in width_batches(widths, tcfg.rec_batch):
         pooled = M.pool_rois(cfg, feats, boxes[idx], owner[idx], widths[idx])  # [n, C, 8, T]
         logits = M.recognizer(p, cfg, pooled, widths[idx])  # [n, T, K]
-        part = F.mul(rec_loss(logits, labels[idx], lengths[idx], widths[idx]), len(idx) / len(boxes))
-        total = part if total is None else F.add(total, part)
+        part = rec_loss(logits, labels[idx], lengths[idx], widths[idx]) * (len(idx) / len(boxes))  # its share
+        total = part if total is None else total + part
     return total
 
 
+def detection_loss(p: dict, cfg: M.SpotterConfig, tcfg: TrainConfig, feats, batch_words, image_hw, rng,
+                   use_pred: bool) -> tuple[Tensor, dict, list | None]:
+    """L_det of the detection head on the batch's features, its parts, and (when `use_pred`) for half of the
+    images the predicted boxes matched to GT words, for the recognizer to read instead of the GT boxes."""
+    score_logits, geo = M.det_head(p, cfg, feats)  # [B, 1, h, w], [B, 4, h, w]
+    targets = batch_targets([[w.box for w in ws] for ws in batch_words],
+                            [[w.dnc for w in ws] for ws in batch_words], feats.shape[2:], cfg.stride)
+    l_det, parts = det_loss(score_logits, geo, targets, tcfg.w_cls, tcfg.w_geo)
+    predicted = None
+    if use_pred:
+        prob = 1.0 / (1.0 + np.exp(-score_logits.data[:, 0].astype(np.float64)))  # [B, h, w]
+        predicted = [matched_predictions(prob[b], geo.data[b], cfg.stride, ws, image_hw)
+                     if rng.random() < 0.5 else {} for b, ws in enumerate(batch_words)]
+    return l_det, parts, predicted
+
+
+def recognition_rois(cfg: M.SpotterConfig, tcfg: TrainConfig, batch_words, image_hw, rng, predicted,
+                     crops: WordCrops | None, batch: int):
+    """The words the recognizer reads this step: the batch's RoIs (`sample_rois`), then the packed crops
+    (their canvases follow the `batch` images in the feature batch), at most tcfg.max_rois of them."""
+    boxes, owner, texts = sample_rois(cfg, tcfg, batch_words, image_hw, rng, predicted)
+    if crops is not None and len(crops.canvases):
+        boxes = np.concatenate([boxes, crops.boxes])
+        owner = np.concatenate([owner, crops.owner + batch])
+        texts = texts + list(crops.texts)
+    if len(boxes) > tcfg.max_rois:
+        keep = np.sort(rng.choice(len(boxes), tcfg.max_rois, replace=False))
+        boxes, owner, texts = boxes[keep], owner[keep], [texts[k] for k in keep]
+    return boxes, owner, texts
+
+
+def joint_loss(l_det: Tensor | None, l_rec: Tensor | None, w_rec: float) -> Tensor | None:
+    """L = L_det + w_rec L_rec; a detection-only or recognition-only model (or a step without words) has one term."""
+    if l_rec is None:
+        return l_det
+    if l_det is None:
+        return l_rec * w_rec
+    return l_det + l_rec * w_rec
+
+
 def train_step(p: dict, cfg: M.SpotterConfig, tcfg: TrainConfig, images: np.ndarray, batch_words, rng,
-               use_pred: bool, crops=None) -> tuple[Tensor, dict]:
+               use_pred: bool, crops: WordCrops | None = None) -> tuple[Tensor, dict]:
     """Joint loss of one batch (graph recorded) and its parts as floats.
 
-    crops: (canvases [n, H, W], boxes [R', 4], canvas index [R'], texts) of extra recognition words
-    (`pack_word_crops`); the canvases share the backbone pass with the images but get no detection loss.
+    crops: extra recognition words packed into canvases (`pack_word_crops`); the canvases share the
+    backbone pass with the images but get no detection loss.
     """
     B = len(images)
-    canvases = crops[0] if crops is not None and cfg.has_rec else np.zeros((0,) + images.shape[1:], np.uint8)
+    crops = crops if crops is not None and cfg.has_rec else None
+    canvases = crops.canvases if crops is not None else np.zeros((0,) + images.shape[1:], np.uint8)
     feats_all = M.backbone(p, Tensor(M.normalize_images(np.concatenate([images, canvases]))))  # [B + n, C, h, w]
-    feats = feats_all if len(canvases) == 0 else F.getitem(feats_all, slice(0, B))  # [B, C, h, w]
-    total, stats, predicted = None, {}, None
+    feats = feats_all if len(canvases) == 0 else feats_all[0:B]  # [B, C, h, w]
+    stats, predicted, l_det, l_rec = {}, None, None, None
     if cfg.has_det:
-        score_logits, geo = M.det_head(p, cfg, feats)  # [B, 1, h, w], [B, 4, h, w]
-        targets = batch_targets([[w.box for w in ws] for ws in batch_words],
-                                [[w.dnc for w in ws] for ws in batch_words], feats.shape[2:], cfg.stride)
-        total, parts = det_loss(score_logits, geo, targets, tcfg.w_cls, tcfg.w_geo)
+        l_det, parts, predicted = detection_loss(p, cfg, tcfg, feats, batch_words, images.shape[1:], rng, use_pred)
         stats.update(parts)
-        if use_pred:
-            prob = 1.0 / (1.0 + np.exp(-score_logits.data[:, 0].astype(np.float64)))  # [B, h, w]
-            predicted = [matched_predictions(prob[b], geo.data[b], cfg.stride, ws, images.shape[1:])
-                         if rng.random() < 0.5 else {} for b, ws in enumerate(batch_words)]
     if cfg.has_rec:
-        boxes, owner, texts = sample_rois(cfg, tcfg, batch_words, images.shape[1:], rng, predicted)
-        if len(canvases):
-            boxes = np.concatenate([boxes, crops[1]])
-            owner = np.concatenate([owner, crops[2] + B])
-            texts = texts + [t for t in crops[3]]
-        if len(boxes) > tcfg.max_rois:
-            keep = np.sort(rng.choice(len(boxes), tcfg.max_rois, replace=False))
-            boxes, owner, texts = boxes[keep], owner[keep], [texts[k] for k in keep]
+        boxes, owner, texts = recognition_rois(cfg, tcfg, batch_words, images.shape[1:], rng, predicted, crops, B)
         if len(boxes):
-            rec = recognition_loss(p, cfg, tcfg, feats_all, boxes, owner, texts)
-            stats.update(ctc=float(rec.data), rois=len(boxes))
-            weighted = F.mul(rec, tcfg.w_rec)
-            total = weighted if total is None else F.add(total, weighted)
-    return total, stats
+            l_rec = recognition_loss(p, cfg, tcfg, feats_all, boxes, owner, texts)  # L_rec = CTC, 'mean'
+            stats.update(ctc=float(l_rec.data), rois=len(boxes))
+    return joint_loss(l_det, l_rec, tcfg.w_rec), stats
 
 
 def word_picks(cfg: M.SpotterConfig, words: list) -> np.ndarray:

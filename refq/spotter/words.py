@@ -1,6 +1,6 @@
 """Built-in word list and token generator for the synthetic text scenes.
 
-The spec (Sec. 2.3) renders "1-4 words from a word list" per image. Scene text
+refq's synthetic scenes (docs/spotter.md T6) draw their words from a word list. Scene text
 is not only dictionary words, so `sample_token` mixes three sources:
 
 * dictionary words from `VOCABULARY` (~1100 English words and short tokens
@@ -8,13 +8,13 @@ is not only dictionary words, so `sample_token` mixes three sources:
 * generated tokens (numbers, prices, dates, times, percentages, product
   codes, phone-like numbers), drawn from the given `rng`;
 * dictionary words with one leading or trailing punctuation mark, the case
-  the ICDAR 2015 end-to-end rule (spec Sec. 4.2) forgives on the GT side.
+  the ICDAR 2015 end-to-end rule (docs/spotter.md T7) forgives on the GT side.
 
 All characters are printable ASCII without spaces, so every training font
 renders every token and one token is one ICDAR word. No external downloads.
 
 References:
-    refq spotter spec, Sec. 2.3 (data) and Sec. 4.2 (punctuation rule).
+    docs/spotter.md, T6 (data) and T7 (punctuation rule); Karatzas et al., ICDAR 2015.
 """
 from __future__ import annotations
 

@@ -7,9 +7,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from refq.aser.calibrate import (LayerStats, calibrate_llama, generate_tokens, llama_linear_names, sentences_of,
-                                 split_stories)
+from refq.aser.calibrate import calibrate_llama, generate_tokens, llama_linear_names, sentences_of, split_stories
 from refq.aser.sentences import CALIBRATION, evaluation_sentences, paraphrase_partner
+from refq.aser.types import LayerStats
 from refq.models.llama import LlamaConfig, init_params
 
 TINY = LlamaConfig(dim=16, hidden_dim=24, n_layers=2, n_heads=4, n_kv_heads=2, vocab_size=40, seq_len=32)

@@ -7,12 +7,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from refq.aser.calibrate import LayerStats
 from refq.aser.l2qer import l2qer_scales
 from refq.aser.methods import METHODS, quantize_linear
 from refq.aser.qlinear import QuantizedLinear
 from refq.aser.rtn import dequantize_weight, quantize_weight
 from refq.aser.settings import QuantSettings, default_outliers
+from refq.aser.types import LayerStats
 from refq.aser.whiten_svd import reconstruct
 from tests.aser.strategies import correlated_inputs, layers
 

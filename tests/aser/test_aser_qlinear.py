@@ -7,10 +7,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from refq.aser.calibrate import LayerStats
 from refq.aser.methods import quantize_linear
 from refq.aser.qlinear import QuantizedLinear, fake_quant_tokens, forward_int, forward_sim
 from refq.aser.settings import QuantSettings
+from refq.aser.types import LayerStats
 from tests.aser.strategies import correlated_inputs
 
 

@@ -8,10 +8,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from refq.aser.aser import aser
-from refq.aser.calibrate import LayerStats
 from refq.aser.settings import QuantSettings
 from refq.aser.smoothing import (select_outliers, smooth_and_extract, smooth_gram, smooth_inputs, smooth_weight,
                                  smoothing_factors, weight_column_absmax)
+from refq.aser.types import LayerStats
 from refq.aser.whiten_svd import reconstruct
 from tests.aser.strategies import correlated_inputs, layers
 

@@ -1,4 +1,4 @@
-"""The README table generator (refq.aser.table) with a stand-in for the model runs: layout, caching, settings."""
+"""The docs/aser.md table generator (refq.aser.table) with a stand-in for the model runs: layout, caching, settings."""
 from __future__ import annotations
 
 from refq.aser.table import ABLATIONS, METHODS, RANKS, SETTINGS, run_model, settings_for

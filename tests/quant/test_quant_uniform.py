@@ -109,7 +109,7 @@ def test_subnormal_range_keeps_a_positive_normal_scale():
 def test_symmetric_absmax_matches_the_per_channel_rtn_formula(rng):
     w = rng.normal(size=(5, 16)).astype(np.float32)
     p = fit_minmax(w, 4, granularity="channel", axis=0)
-    s = np.abs(w).max(axis=1, keepdims=True) / 7  # aser.md §2.4: s_i = max_j |W[i, j]| / (2^(b-1) - 1)
+    s = np.abs(w).max(axis=1, keepdims=True) / 7  # docs/aser.md A2: s_i = max_j |W[i, j]| / (2^(b-1) - 1)
     np.testing.assert_allclose(p.scale, s, rtol=1e-6)
     np.testing.assert_allclose(fake_quantize(w, p), s * np.clip(np.round(w / s), -8, 7), rtol=1e-6)
 
@@ -117,7 +117,7 @@ def test_symmetric_absmax_matches_the_per_channel_rtn_formula(rng):
 def test_asymmetric_matches_the_unsigned_textbook_quantizer(rng):
     x = rng.uniform(-0.5, 3.0, size=(64,)).astype(np.float32)
     p = fit_minmax(x, 4, symmetric=False)
-    delta = (x.max() - x.min()) / 15  # sardfq.md §7.2: Δ = (u - l) / (2^b - 1), z = round(-l / Δ)
+    delta = (x.max() - x.min()) / 15  # I&S-ViT's quantizer: Δ = (u - l) / (2^b - 1), z = round(-l / Δ)
     z = np.round(-x.min() / delta)
     u = np.clip(np.round(x / delta) + z, 0, 15)
     np.testing.assert_allclose(p.scale, delta, rtol=1e-6)

@@ -83,7 +83,7 @@ def test_soft_labels_properties(num_classes, rows):
 
 
 def test_soft_label_single_target_probability_range(rng):
-    # one target among 1000 classes: e^z / (e^z + 999) with z in [5, 10] (sardfq.md §6.2: [0.129, 0.957])
+    # one target among 1000 classes: e^z / (e^z + 999) with z in [5, 10] (docs/sardfq.md S4: [0.129, 0.957])
     t = losses.soft_labels(1000, [[7]] * 200, rng)
     assert t[:, 7].min() >= math.exp(5) / (math.exp(5) + 999) - 1e-6
     assert t[:, 7].max() <= math.exp(10) / (math.exp(10) + 999) + 1e-6

@@ -1,4 +1,4 @@
-"""README table driver: the run grid, image sharing between bit widths, and the markdown."""
+"""docs/sardfq.md table driver: the run grid, image sharing between bit widths, and the markdown."""
 import numpy as np
 
 from refq.models import vit

@@ -18,7 +18,7 @@ def test_default_model_size_and_round_trip(rng):
     cfg = M.SpotterConfig()
     params = M.init_params(cfg, rng)
     M.check_params(params, cfg)
-    assert 300_000 <= M.param_count(params) <= 600_000  # spec Sec. 7: about 0.3-0.6 M parameters
+    assert 300_000 <= M.param_count(params) <= 600_000  # a small model for 2 CPU cores: 0.3-0.6 M parameters
     assert M.SpotterConfig.from_dict(cfg.to_dict()) == cfg
     assert set(M.init_params(M.SpotterConfig(tasks="det"), rng)) < set(params)
     assert not any(k.startswith("det.") for k in M.init_params(M.SpotterConfig(tasks="rec"), rng))
