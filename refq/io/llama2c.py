@@ -135,7 +135,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     if version == 0:
         real, imag = blocks.pop("freq_cis_real"), blocks.pop("freq_cis_imag")
         cos, sin = freq_cis_tables(config["seq_len"], config["dim"] // config["n_heads"])
-        error = max(float(np.abs(real - cos).max()), float(np.abs(imag - sin).max()))
+        error = float(np.max([np.abs(real - cos).max(), np.abs(imag - sin).max()]))  # NaN in either table -> NaN
         if not error <= ROPE_TABLE_ATOL:
             raise ValueError(f"{path}: stored RoPE tables differ from theta=10000 RoPE by {error:.3g} "
                              f"(> {ROPE_TABLE_ATOL}); refq only implements theta=10000")
