@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -63,6 +65,51 @@ def test_errors_exit_2(data):
     assert main(["spot", str(data / "set" / "img_1.png"), "--checkpoint", str(data / "none.npz")]) == 2
     assert main(["spot", str(data / "set" / "img_1.png"), "--decoder", "lexicon",
                  "--checkpoint", str(data / "tiny.npz")]) == 2
+
+
+def png_bytes(width: int, height: int, idat: bytes = b"") -> bytes:
+    """A grayscale PNG declaring width x height, with the given (usually too short) compressed pixel data."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(idat)) + chunk(b"IEND", b""))
+
+
+def spot_error(data, capsys, image, *extra) -> str:
+    assert main(["spot", str(image), "--checkpoint", str(data / "tiny.npz"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_unreadable_and_truncated_images_are_one_line_errors(data, tmp_path, capsys):
+    (tmp_path / "bad.png").write_bytes(b"not an image at all")
+    assert "bad.png is not a readable image" in spot_error(data, capsys, tmp_path / "bad.png")
+    whole = (data / "set" / "img_1.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(whole[:len(whole) // 2])
+    assert "cut.png is not a readable image" in spot_error(data, capsys, tmp_path / "cut.png")
+
+
+def test_huge_images_are_refused_from_their_header(data, tmp_path, capsys):
+    (tmp_path / "big.png").write_bytes(png_bytes(12000, 12000))  # ~60 bytes declaring 144 megapixels
+    err = spot_error(data, capsys, tmp_path / "big.png")
+    assert "big.png is 12000x12000" in err and "--max-pixels" in err
+    (tmp_path / "wide.png").write_bytes(png_bytes(5000, 5000))
+    assert "5000x5000" in spot_error(data, capsys, tmp_path / "wide.png")
+    err = spot_error(data, capsys, tmp_path / "wide.png", "--max-pixels", "30000000")  # past the cap: decoded
+    assert "wide.png is not a readable image" in err
+    (tmp_path / "bomb.png").write_bytes(png_bytes(20000, 20000))  # beyond Pillow's own limit
+    assert "decompression bomb" in spot_error(data, capsys, tmp_path / "bomb.png", "--max-pixels", str(10 ** 9))
+
+
+def test_overlay_never_overwrites_an_input_image(data, tmp_path, capsys):
+    image = tmp_path / "in.png"
+    image.write_bytes((data / "set" / "img_1.png").read_bytes())
+    before = image.read_bytes()
+    assert "refusing to overwrite" in spot_error(data, capsys, image, "--overlay", str(image))
+    (tmp_path / "link.png").symlink_to(image)
+    assert "refusing to overwrite" in spot_error(data, capsys, image, "--overlay", str(tmp_path / "link.png"))
+    assert image.read_bytes() == before
 
 
 def test_train_writes_a_seeded_checkpoint(data, capsys):
