@@ -13,6 +13,7 @@ import json
 import math
 import os
 import struct
+import tempfile
 import tokenize
 import warnings
 import zlib
@@ -44,12 +45,27 @@ def save_npz(path: str | Path, params: dict[str, np.ndarray], manifest: dict) ->
         text = json.dumps(full, sort_keys=True)
     except (TypeError, ValueError) as err:
         raise ValueError(f"save_npz: manifest is not JSON-serialisable: {err}") from err
-    tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for name, arr in [*params.items(), (MANIFEST_KEY, np.array(text))]:
-            with zf.open(name + ".npy", "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.asanyarray(arr), allow_pickle=False)
-    os.replace(tmp, path)  # readers never see a half-written file
+    if path.is_dir():
+        raise ValueError(f"save_npz: {path} is a directory")
+    # a fresh file (O_EXCL: never a planted name or symlink) next to the destination, renamed over it at the end
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, arr in [*params.items(), (MANIFEST_KEY, np.array(text))]:
+                with zf.open(name + ".npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.asanyarray(arr), allow_pickle=False)
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; a saved checkpoint gets the usual mode
+        os.replace(tmp, path)  # readers never see a half-written file
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def _umask() -> int:
+    """The process umask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> np.ndarray:
@@ -84,7 +100,12 @@ def load_npz(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
             for info in zf.infolist():
                 if not info.filename.endswith(".npy") or info.filename[:-4] in arrays:
                     raise ValueError(f"{path}: entry {info.filename!r} is not a (unique) .npy array")
-                arrays[info.filename[:-4]] = _read_member(zf, info, str(path))
+                try:
+                    arrays[info.filename[:-4]] = _read_member(zf, info, str(path))
+                except ValueError as err:  # NumPy's own messages ("EOF: reading magic string...") name no file
+                    if str(err).startswith(f"{path}: "):
+                        raise
+                    raise ValueError(f"{path}: {info.filename}: {err}") from err
     except _ZIP_ERRORS as err:
         raise ValueError(f"{path}: not a readable .npz: {type(err).__name__}: {err}") from err
     if MANIFEST_KEY not in arrays:
