@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import struct
-import tempfile
 import tokenize
 import warnings
 import zlib
@@ -47,25 +47,30 @@ def save_npz(path: str | Path, params: dict[str, np.ndarray], manifest: dict) ->
         raise ValueError(f"save_npz: manifest is not JSON-serialisable: {err}") from err
     if path.is_dir():
         raise ValueError(f"save_npz: {path} is a directory")
-    # a fresh file (O_EXCL: never a planted name or symlink) next to the destination, renamed over it at the end
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = _create_temporary(path)
     try:
         with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
             for name, arr in [*params.items(), (MANIFEST_KEY, np.array(text))]:
                 with zf.open(name + ".npy", "w", force_zip64=True) as f:
                     np.lib.format.write_array(f, np.asanyarray(arr), allow_pickle=False)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes it 0600; a saved checkpoint gets the usual mode
         os.replace(tmp, path)  # readers never see a half-written file
     except BaseException:
-        os.unlink(tmp)
+        tmp.unlink()
         raise
 
 
-def _umask() -> int:
-    """The process umask (read by setting it and putting it back)."""
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """(fd, name) of a new file beside path, made with O_EXCL: never an existing file or a planted symlink.
+
+    Like tempfile.mkstemp, but with the mode a plain open() gives (0666 minus the umask), not 0600.
+    """
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"save_npz: could not create a temporary file beside {path}")
 
 
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> np.ndarray:

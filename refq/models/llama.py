@@ -272,7 +272,7 @@ def generate_tokens(params: dict, cfg: LlamaConfig, prompt: list[int], steps: in
         raise ValueError("generate: the prompt needs at least one token (BOS)")
     if not 0 < steps <= cfg.seq_len:
         raise ValueError(f"generate: steps={steps} must be in 1..seq_len={cfg.seq_len}")
-    cache = KVCache(cfg, 1, params["token_embedding_table"].dtype, capacity=min(steps, len(prompt) + 255))
+    cache = KVCache(cfg, 1, params["token_embedding_table"].dtype, capacity=min(steps, len(prompt) + 256))
     forced = min(len(prompt) - 1, steps)  # positions whose next token is dictated by the prompt
     if forced:
         forward_numpy(np.asarray([prompt[:forced]]), params, cfg, cache)  # prefill; logits unused
