@@ -155,7 +155,7 @@ def _run_spot(argv: list[str]) -> int:
         if not path.is_file():
             raise ValueError(f"image {path} not found")
     targets = _overlay_targets(Path(args.overlay), paths) if args.overlay else []
-    images = [read_image(path, "L", args.max_pixels) for path in paths]
+    images = [read_image(path, "L", args.max_pixels, hint=" (raise it with --max-pixels)") for path in paths]
     params, cfg = _load_model(args.checkpoint, args.int8)
     results = spot_images(params, cfg, images, decoder=decoder, lexicon=lexicon, **_decoding_kw(args))
     for target, image, words in zip(targets, images, results):

@@ -14,8 +14,11 @@ from PIL import Image
 MAX_PIXELS = 4096 * 4096  # 16.8 megapixels; ICDAR 2015 images are 0.9 and refq's synthetic ones 0.07
 
 
-def read_image(path, mode: str | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """uint8 array of an image file (converted to `mode`, e.g. 'L', when given) of at most max_pixels pixels."""
+def read_image(path, mode: str | None = None, max_pixels: int = MAX_PIXELS, hint: str = "") -> np.ndarray:
+    """uint8 array of an image file (converted to `mode`, e.g. 'L', when given) of at most max_pixels pixels.
+
+    `hint` ends the too-large message (e.g. which option raises the limit).
+    """
     path = Path(path)
     if not path.is_file():
         raise ValueError(f"image {path}: no such file" if not path.exists() else f"image {path} is not a file")
@@ -26,7 +29,7 @@ def read_image(path, mode: str | None = None, max_pixels: int = MAX_PIXELS) -> n
                 width, height = im.size
                 if width * height > max_pixels:
                     raise ValueError(f"image {path} is {width}x{height} = {width * height:,} pixels, more than "
-                                     f"the limit of {max_pixels:,} (raise it with --max-pixels)")
+                                     f"the limit of {max_pixels:,}{hint}")
                 im = im.convert(mode) if mode is not None else im
                 return np.asarray(im)
     except Image.DecompressionBombError as err:  # beyond twice Image.MAX_IMAGE_PIXELS, whatever max_pixels says

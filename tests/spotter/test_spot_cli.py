@@ -169,3 +169,17 @@ def test_eval_takes_the_decoding_options(data, monkeypatch, capsys):
     capsys.readouterr()
     assert (seen[0]["score_thresh"], seen[0]["nms_iou"]) == (SCORE_THRESH, NMS_IOU)
     assert (seen[1]["score_thresh"], seen[1]["nms_iou"], seen[1]["merge_gap"]) == (0.6, 0.3, None)
+
+
+def test_read_image_caps_pixels_for_datasets_too(data, tmp_path):
+    from refq.data.image import read_image
+    from refq.spotter.synth import load_sample
+
+    image = read_image(data / "set" / "img_1.png", "L")
+    assert image.shape == (64, 128) and image.dtype == np.uint8
+    with pytest.raises(ValueError, match=r"128x64 = 8,192 pixels, more than the limit of 8,000$"):
+        read_image(data / "set" / "img_1.png", max_pixels=8000)
+    (tmp_path / "img_1.png").write_bytes(png_bytes(10000, 10000))
+    (tmp_path / "gt_img_1.txt").write_text("")
+    with pytest.raises(ValueError, match="img_1.png is 10000x10000"):
+        load_sample(tmp_path, "img_1")
