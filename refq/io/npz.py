@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import refq
+from refq.io import require_file
 
 MANIFEST_KEY = "__manifest__"
 FORMAT = "refq-npz"
@@ -98,7 +99,7 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> np.n
 
 def load_npz(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     """(params, manifest) of an .npz written by save_npz; never unpickles."""
-    path = Path(path)
+    path = require_file(path)
     arrays = {}
     try:
         with zipfile.ZipFile(path) as zf:

@@ -44,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from refq.io import require_file
 from refq.io.safetensors import bf16_to_float32
 
 STORAGE_DTYPES = {  # torch storage class -> dtype of the stored bytes (BFloat16 read as raw uint16, then widened)
@@ -221,7 +222,7 @@ def _unpickle(data: bytes, read_record, where: str):
 
 def load_pth(path: str | Path):
     """The object that torch.save wrote, with every tensor as a NumPy array (bf16 widened to float32)."""
-    path = Path(path)
+    path = require_file(path)
     with open(path, "rb") as f:
         head = f.read(4)
     if head != b"PK\x03\x04":
@@ -301,8 +302,9 @@ def flatten(obj, where: str = "checkpoint", max_name_chars: int = 1 << 26) -> tu
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     """(params, extras): tensors keyed by their state-dict names, plus any non-tensor leaves."""
+    obj = load_pth(path)
     budget = MAX_NAME_CHARS_RATIO * Path(path).stat().st_size + MIN_NAME_CHARS
-    return flatten(load_pth(path), where=str(path), max_name_chars=budget)
+    return flatten(obj, where=str(path), max_name_chars=budget)
 
 
 # ---- writer: small, valid torch.save archives for tests, without torch --------------------------------------
