@@ -91,8 +91,10 @@ def input_file(text: str) -> str:
 
 def input_dir(text: str) -> str:
     """The path of an existing directory."""
-    if not Path(text).is_dir():
-        raise argparse.ArgumentTypeError(f"{text}: directory not found")
+    path = Path(text)
+    if not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text} is not a directory" if path.exists() else
+                                         f"{text}: directory not found")
     return text
 
 
@@ -106,19 +108,6 @@ def output_file(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text}: folder {parent} does not exist")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise argparse.ArgumentTypeError(f"{text}: folder {parent} is not writable")
-    return text
-
-
-def output_dir(text: str) -> str:
-    """A folder that is or can be created: an existing directory, or a new name in a writable existing folder."""
-    path = Path(text)
-    if path.is_dir():
-        if not os.access(path, os.W_OK | os.X_OK):
-            raise argparse.ArgumentTypeError(f"{text}: folder is not writable")
-        return text
-    if path.exists():
-        raise argparse.ArgumentTypeError(f"{text} exists and is not a folder")
-    output_file(text)
     return text
 
 
