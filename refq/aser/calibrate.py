@@ -192,7 +192,7 @@ def generate_tokens(params: dict, cfg, n_tokens: int, rng: np.random.Generator, 
                          f"and temperature={temperature} must be positive")
     stream: list[int] = []
     while len(stream) < n_tokens:
-        cache = KVCache(cfg, 1, params["token_embedding_table"].dtype)
+        cache = KVCache(cfg, 1, params["token_embedding_table"].dtype, capacity=max_story)
         story, token = [BOS], BOS
         while len(story) < max_story:
             logits = forward_numpy(np.asarray([[token]]), params, cfg, cache)[0, -1].astype(np.float64)  # [V]

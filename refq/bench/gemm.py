@@ -32,6 +32,7 @@ import numpy as np
 from refq.bench import interleaved_times
 
 DEFAULT_SIZES = (512, 1024, 2048)
+MAX_MATRIX_ELEMENTS = 1 << 26  # per operand or result (the int64 reference result is then 512 MiB at most)
 KERNELS = ("auto", "vnni", "avx2", "portable")
 _SHAPE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*[xX]\s*(\d+)\s*$")
 
@@ -65,7 +66,17 @@ def parse_shape(text: str) -> tuple[int, int, int]:
     m, n, k = (int(g) for g in match.groups())
     if min(m, n, k) < 1:
         raise ValueError(f"bench gemm: shape {text!r} has a zero dimension")
-    return m, n, k
+    return check_shape((m, n, k), repr(text))
+
+
+def check_shape(shape: tuple[int, int, int], what: str) -> tuple[int, int, int]:
+    """The shape, or ValueError when one of its matrices would hold more than MAX_MATRIX_ELEMENTS."""
+    m, n, k = shape
+    largest = max(m * k, n * k, m * n)
+    if largest > MAX_MATRIX_ELEMENTS:
+        raise ValueError(f"bench gemm: shape {what} needs a matrix of {largest:,} elements, more than the "
+                         f"{MAX_MATRIX_ELEMENTS:,} this benchmark allows (e.g. sizes up to 8192)")
+    return shape
 
 
 def shapes_from_args(args) -> list[tuple[int, int, int]]:
@@ -75,7 +86,7 @@ def shapes_from_args(args) -> list[tuple[int, int, int]]:
     for s in sizes or ():
         if s < 1:
             raise ValueError(f"bench gemm: size {s} must be >= 1")
-        shapes.append((s, s, s))
+        shapes.append(check_shape((s, s, s), f"--sizes {s}"))
     shapes.extend(parse_shape(text) for text in args.shapes or ())
     return shapes
 
@@ -139,8 +150,8 @@ def run(args) -> list[dict]:
     shapes = shapes_from_args(args)
     if args.repeat < 1:
         raise ValueError(f"bench gemm: repeat={args.repeat}, expected >= 1")
-    if args.pause < 0:
-        raise ValueError(f"bench gemm: pause={args.pause}, expected >= 0 seconds")
+    if not 0 <= args.pause < float("inf"):
+        raise ValueError(f"bench gemm: pause={args.pause}, expected a finite number >= 0 of seconds")
     if args.burst < 1:
         raise ValueError(f"bench gemm: burst={args.burst}, expected >= 1")
     kernel_name(args.kernel)  # fail early on a kernel this CPU cannot run

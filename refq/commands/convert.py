@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import sys
 
+from refq.commands._args import finite_float, input_file, output_file, positive_float, positive_int, same_file
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -17,21 +19,21 @@ def register(subparsers) -> None:
                     "zip .pth/.pt/.bin, or a llama2.c .bin) with refq's torch-free readers, print a summary "
                     "(tensor count, parameter count, dtypes) and write DST.npz: the tensors under the checkpoint's "
                     "own names plus a __manifest__ (source sha256, format, config/metadata, refq version).")
-    p.add_argument("src", help="source checkpoint")
-    p.add_argument("dst", help="output .npz path")
+    p.add_argument("src", type=input_file, help="source checkpoint")
+    p.add_argument("dst", type=output_file, help="output .npz path (not SRC itself)")
     p.add_argument("--json", action="store_true", help="print the summary as one JSON record")
     v = p.add_argument_group("timm ViT/DeiT", "check SRC as a timm ViT/DeiT state dict and store its ViTConfig in "
                                               "the manifest (loadable by refq.pretrained.load_vit, `refq vit dfq`)")
     v.add_argument("--model", choices=("raw", "vit"), default=None,
                    help="'vit': a timm ViT/DeiT (implied by any --vit-* option); default 'raw': tensors as stored")
-    v.add_argument("--vit-heads", type=int, default=None, metavar="N",
+    v.add_argument("--vit-heads", type=positive_int, default=None, metavar="N",
                    help="attention heads (not in the shapes; known for deit_/vit_ tiny, small, base, large file names)")
     v.add_argument("--vit-norm", choices=("imagenet", "inception"), default=None,
                    help="input mean/std: imagenet (DeiT) or inception = 0.5/0.5 (augreg ViT); "
                         "default from the file name (vit_* -> inception, else imagenet)")
-    v.add_argument("--vit-mean", type=float, nargs="+", default=None, metavar="M",
+    v.add_argument("--vit-mean", type=finite_float, nargs="+", default=None, metavar="M",
                    help="per-channel mean (overrides --vit-norm)")
-    v.add_argument("--vit-std", type=float, nargs="+", default=None, metavar="S",
+    v.add_argument("--vit-std", type=positive_float, nargs="+", default=None, metavar="S",
                    help="per-channel std (overrides --vit-norm)")
     p.set_defaults(func=_convert)
 
@@ -89,6 +91,8 @@ def _convert(args) -> int:
     src, dst = Path(args.src), Path(args.dst)
     if dst.suffix != ".npz":
         raise ValueError(f"output {dst} must end in .npz")
+    if same_file(src, dst):
+        raise ValueError(f"output {dst} is the input {src}; refusing to overwrite the source checkpoint")
     print(f"reading {src}", file=sys.stderr)
     params, info, fmt = read_checkpoint(src)
     record = {"source": src.name, "format": fmt, "sha256": sha256(src)}

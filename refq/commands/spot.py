@@ -32,6 +32,12 @@ import shlex
 import sys
 from pathlib import Path
 
+from refq.commands._args import (finite_float, float_in, input_dir, input_file, int_in, output_file, positive_int,
+                                 same_file)
+from refq.data.image import MAX_PIXELS
+
+MAX_SIDE = 8192  # `spot synth --size`: pixels per side
+
 _MODES = ("synth", "eval", "train", "table")
 
 
@@ -44,14 +50,14 @@ def _synth_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="refq spot synth",
                                 description="Render a seeded synthetic scene-text dataset in the ICDAR 2015 layout.")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
-    p.add_argument("--n", type=int, required=True, help="number of images")
+    p.add_argument("--n", type=positive_int, required=True, help="number of images")
     p.add_argument("--seed", type=int, required=True, help="dataset seed (image i uses the generator [seed, split, i])")
     p.add_argument("--fonts", choices=("train", "heldout"), default="train",
                    help="font list: training fonts, or the disjoint held-out fonts for the test set")
-    p.add_argument("--size", type=int, nargs="+", default=[256], metavar="PX",
-                   help="image size: one value (square) or H W (default 256)")
+    p.add_argument("--size", type=int_in(16, MAX_SIDE), nargs="+", default=[256], metavar="PX",
+                   help=f"image size: one value (square) or H W, each 16..{MAX_SIDE} (default 256)")
     p.add_argument("--rgb", action="store_true", help="RGB images instead of grayscale")
-    p.add_argument("--style", type=float, default=0.0, metavar="P",
+    p.add_argument("--style", type=float_in(0.0, 1.0), default=0.0, metavar="P",
                    help="fraction of the lines drawn with synthetic bold and/or slant (default 0: plain faces only; "
                         "datasets made with 0 are unchanged by this option)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -83,21 +89,28 @@ def _spot_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="refq spot", description="Spot words (box, text, confidence) in images.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (converted to grayscale)")
     p.add_argument("--json", action="store_true", help="print JSON records instead of one line per word")
-    p.add_argument("--overlay", default=None, metavar="OUT.png", help="draw the spotted words on the image")
-    p.add_argument("--lexicon", default=None, metavar="FILE", help="word list (one per line): lexicon decoding")
+    p.add_argument("--overlay", default=None, metavar="OUT.png", type=output_file,
+                   help="draw the spotted words on the image (never onto an input image)")
+    p.add_argument("--lexicon", default=None, metavar="FILE", type=input_file,
+                   help="word list (one per line): lexicon decoding")
     p.add_argument("--decoder", choices=("greedy", "beam", "lexicon"), default=None,
                    help="CTC decoder (default greedy, or lexicon when --lexicon is given)")
-    p.add_argument("--checkpoint", default=None, help="spotter .npz (default: refq/weights/spotter.npz)")
+    p.add_argument("--checkpoint", default=None, type=input_file,
+                   help="spotter .npz (default: refq/weights/spotter.npz)")
     p.add_argument("--int8", action="store_true", help="run the int8 model (Numba integer GEMMs)")
     _add_decoding_options(p)
+    p.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS, metavar="N",
+                   help=f"refuse images of more than N pixels, read from the header before decoding "
+                        f"(default {MAX_PIXELS:,} = 4096x4096)")
     return p
 
 
 def _add_decoding_options(p: argparse.ArgumentParser) -> None:
     """Detection decoding options shared by `refq spot` and `refq spot eval` (defaults: refq.spotter.decode)."""
-    p.add_argument("--score-thresh", type=float, default=0.8, help="score-map threshold (default 0.8)")
-    p.add_argument("--nms-iou", type=float, default=0.2, help="locality-aware NMS IoU (default 0.2)")
-    p.add_argument("--merge-gap", type=float, default=-0.5,
+    p.add_argument("--score-thresh", type=float_in(0.0, 1.0), default=0.8,
+                   help="score-map threshold in [0, 1] (default 0.8)")
+    p.add_argument("--nms-iou", type=float_in(0.0, 1.0), default=0.2, help="locality-aware NMS IoU (default 0.2)")
+    p.add_argument("--merge-gap", type=finite_float, default=-0.5,
                    help="join boxes on one line whose horizontal gap is at most this x their height (negative: "
                         "they must overlap by that much; default -0.5, chosen on validation images)")
     p.add_argument("--no-merge", action="store_true", help="do not join overlapping boxes on a line")
@@ -129,9 +142,7 @@ def _load_model(checkpoint, int8: bool):
 
 def _run_spot(argv: list[str]) -> int:
     args = _spot_parser().parse_args(argv)
-    import numpy as np
-    from PIL import Image
-
+    from refq.data.image import read_image
     from refq.spotter.infer import spot_images
     from refq.spotter.overlay import draw_overlay
 
@@ -143,15 +154,13 @@ def _run_spot(argv: list[str]) -> int:
     for path in paths:
         if not path.is_file():
             raise ValueError(f"image {path} not found")
-    images = [np.asarray(Image.open(path).convert("L"), dtype=np.uint8) for path in paths]
+    targets = _overlay_targets(Path(args.overlay), paths) if args.overlay else []
+    images = [read_image(path, "L", args.max_pixels, hint=" (raise it with --max-pixels)") for path in paths]
     params, cfg = _load_model(args.checkpoint, args.int8)
     results = spot_images(params, cfg, images, decoder=decoder, lexicon=lexicon, **_decoding_kw(args))
-    if args.overlay:
-        out = Path(args.overlay)
-        for path, image, words in zip(paths, images, results):
-            target = out if len(paths) == 1 else out.with_name(f"{out.stem}_{path.stem}{out.suffix or '.png'}")
-            draw_overlay(image, words, target)
-            _log(f"overlay: {target}")
+    for target, image, words in zip(targets, images, results):
+        draw_overlay(image, words, target)
+        _log(f"overlay: {target}")
     if args.json:
         payload = results[0] if len(paths) == 1 else [{"image": p.name, "words": w} for p, w in zip(paths, results)]
         print(json.dumps(payload, indent=2))
@@ -163,17 +172,29 @@ def _run_spot(argv: list[str]) -> int:
     return 0
 
 
+def _overlay_targets(out: Path, paths: list[Path]) -> list[Path]:
+    """The overlay file of each image (OUT, or OUT_<name> for several); ValueError if one would overwrite an input."""
+    targets = [out] if len(paths) == 1 else [out.with_name(f"{out.stem}_{p.stem}{out.suffix or '.png'}") for p in paths]
+    for target in targets:
+        for path in paths:
+            if same_file(path, target):
+                raise ValueError(f"--overlay {target} is the input image {path}; refusing to overwrite it")
+    return targets
+
+
 # ---- eval ----------------------------------------------------------------------------------------------
 def _eval_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="refq spot eval",
                                 description="ICDAR 2015 detection and end-to-end P/R/F on a dataset folder.")
-    p.add_argument("--data", required=True, help="folder with gt_img_{i}.txt ground truth (and img_{i}.png)")
+    p.add_argument("--data", required=True, type=input_dir,
+                   help="folder with gt_img_{i}.txt ground truth (and img_{i}.png)")
     p.add_argument("--pred", default=None,
                    help="folder of res_img_{i}.txt result files, or a JSON file of predictions "
                         "(default: run the spotter on the images)")
-    p.add_argument("--checkpoint", default=None, help="spotter .npz (default: refq/weights/spotter.npz)")
+    p.add_argument("--checkpoint", default=None, type=input_file,
+                   help="spotter .npz (default: refq/weights/spotter.npz)")
     p.add_argument("--int8", action="store_true", help="evaluate the int8 model (Numba integer GEMMs)")
-    p.add_argument("--limit", type=int, default=None, help="evaluate the first N images only")
+    p.add_argument("--limit", type=positive_int, default=None, help="evaluate the first N images only")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON")
     p.add_argument("--errors", action="store_true",
                    help="also list the end-to-end failures: misread words, missed words, false detections "
@@ -237,25 +258,34 @@ def _train_parser() -> argparse.ArgumentParser:
 
     d = TrainConfig()
     p = argparse.ArgumentParser(prog="refq spot train", description="Seeded training of the joint text spotter.")
-    p.add_argument("--data", required=True, help="training folder made by `refq spot synth`")
-    p.add_argument("--val", default=None, help="validation folder (scored every --eval-every steps)")
-    p.add_argument("--out", required=True, help="output .npz (rewritten at every evaluation)")
-    p.add_argument("--log", default=None, help="also append the progress lines to this file")
+    p.add_argument("--data", required=True, type=input_dir, help="training folder made by `refq spot synth`")
+    p.add_argument("--val", default=None, type=input_dir, help="validation folder (scored every --eval-every steps)")
+    p.add_argument("--out", required=True, type=output_file, help="output .npz (rewritten at every evaluation)")
+    p.add_argument("--log", default=None, type=output_file, help="also append the progress lines to this file")
     p.add_argument("--seed", type=int, default=0)
     task = p.add_mutually_exclusive_group()
     task.add_argument("--det-only", action="store_true", help="backbone + detection head only (ablation)")
     task.add_argument("--rec-only", action="store_true", help="backbone + recognizer on GT boxes only (ablation)")
     p.add_argument("--recognizer", choices=("fcr", "lstm"), default="fcr",
                    help="fully convolutional recognizer (default) or a BiLSTM head (ablation)")
-    p.add_argument("--rec-pad", type=float, default=0.0,
+    p.add_argument("--rec-pad", type=float_in(0.0, float("inf")), default=0.0,
                    help="recognition reads every box widened by this x its height on both sides (default 0)")
-    p.add_argument("--limit", type=int, default=None, help="use only the first N training images")
-    p.add_argument("--init", default=None, help="start from the params of this checkpoint (same architecture)")
+    p.add_argument("--limit", type=positive_int, default=None, help="use only the first N training images")
+    p.add_argument("--init", default=None, type=input_file,
+                   help="start from the params of this checkpoint (same architecture)")
     for f in dataclasses.fields(TrainConfig):  # every training hyper-parameter, with its default
         default = getattr(d, f.name)
-        p.add_argument("--" + f.name.replace("_", "-"), type=type(default), default=default,
+        p.add_argument("--" + f.name.replace("_", "-"), type=_train_option_type(f.name, default), default=default,
                        help=f"(default {default})")
     return p
+
+
+def _train_option_type(name: str, default):
+    """argparse type of a TrainConfig field: counts >= 1 (>= 0 for warm-up and crops), floats finite and >= 0."""
+    if isinstance(default, float):
+        return float_in(0.0, 1.0) if name == "pred_from" else float_in(0.0, float("inf"))
+    assert isinstance(default, int), name
+    return int_in(0, 1 << 31) if name in ("warmup", "crop_words", "crop_margin") else positive_int
 
 
 def _run_train(argv: list[str]) -> int:
@@ -314,14 +344,15 @@ def _run_train(argv: list[str]) -> int:
 def _table_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="refq spot table",
                                 description="Ablation: joint vs separate models, FCR vs BiLSTM, float vs int8.")
-    p.add_argument("--data", required=True, help="held-out test folder")
-    p.add_argument("--joint", default=None, help="joint model (default: the shipped one)")
-    p.add_argument("--det", default=None, help="detection-only model (--det-only)")
-    p.add_argument("--rec", default=None, help="recognition-only FCR model (--rec-only)")
-    p.add_argument("--lstm", default=None, help="recognition-only BiLSTM model (--rec-only --recognizer lstm)")
+    p.add_argument("--data", required=True, type=input_dir, help="held-out test folder")
+    p.add_argument("--joint", default=None, type=input_file, help="joint model (default: the shipped one)")
+    p.add_argument("--det", default=None, type=input_file, help="detection-only model (--det-only)")
+    p.add_argument("--rec", default=None, type=input_file, help="recognition-only FCR model (--rec-only)")
+    p.add_argument("--lstm", default=None, type=input_file,
+                   help="recognition-only BiLSTM model (--rec-only --recognizer lstm)")
     p.add_argument("--no-int8", action="store_true", help="skip the int8 row")
-    p.add_argument("--limit", type=int, default=None, help="first N test images only")
-    p.add_argument("--md", default=None, help="also write the markdown table to this file")
+    p.add_argument("--limit", type=positive_int, default=None, help="first N test images only")
+    p.add_argument("--md", default=None, type=output_file, help="also write the markdown table to this file")
     p.add_argument("--json", action="store_true", help="print JSON instead of markdown")
     return p
 
@@ -349,6 +380,8 @@ def _handle(args: argparse.Namespace) -> int:
         return run(rest)
     except FileNotFoundError as err:  # a missing font package or input file: one clear line, no traceback
         raise ValueError(str(err)) from None
+    except SystemExit as err:  # the mode's argparse parser has printed its usage and one-line error (or --help)
+        return err.code if isinstance(err.code, int) else 2
 
 
 def register(subparsers) -> None:

@@ -5,6 +5,11 @@ import json
 import shlex
 import sys
 
+from refq.commands._args import (float_in, input_dir, input_file, nonnegative_int, output_file, positive_float,
+                                 positive_int)
+
+INF = float("inf")
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("vit", help="train/evaluate the shipped ViT; data-free quantization (SARDFQ)",
@@ -18,40 +23,43 @@ def register(subparsers) -> None:
                                    "ViT. The state after each epoch is kept in OUT.state.npz for --resume.")
     t.add_argument("--data", default=None, help="folder with the Fashion-MNIST IDX files "
                                                 "(default: /usr/share/datasets/fashion-mnist)")
-    t.add_argument("--out", required=True, help="output .npz path")
-    t.add_argument("--epochs", type=int, default=15)
-    t.add_argument("--batch-size", type=int, default=128)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--weight-decay", type=float, default=0.05)
-    t.add_argument("--embed-dim", type=int, default=96)
-    t.add_argument("--depth", type=int, default=6)
-    t.add_argument("--heads", type=int, default=3)
-    t.add_argument("--patch", type=int, default=4)
-    t.add_argument("--limit", type=int, default=None, help="use only the first N training images (smoke tests)")
-    t.add_argument("--val-size", type=int, default=0,
+    t.add_argument("--out", required=True, type=output_file, help="output .npz path")
+    t.add_argument("--epochs", type=positive_int, default=15)
+    t.add_argument("--batch-size", type=positive_int, default=128)
+    t.add_argument("--lr", type=positive_float, default=1e-3)
+    t.add_argument("--weight-decay", type=float_in(0.0, INF), default=0.05)
+    t.add_argument("--embed-dim", type=positive_int, default=96)
+    t.add_argument("--depth", type=positive_int, default=6)
+    t.add_argument("--heads", type=positive_int, default=3)
+    t.add_argument("--patch", type=positive_int, default=4)
+    t.add_argument("--limit", type=positive_int, default=None,
+                   help="use only the first N training images (smoke tests)")
+    t.add_argument("--val-size", type=nonnegative_int, default=0,
                    help="hold out N training images (a fixed split, the same for every seed) and monitor top-1 on "
                         "them each epoch; the test set is then evaluated only at the end (default 0: monitor on "
                         "the first 2,000 test images, as the shipped ViT was trained)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--augment", choices=("crop-flip", "flip", "none"), default="crop-flip",
                    help="training augmentation: random 2-px shift + horizontal flip (default), flip only, none")
-    t.add_argument("--warmup-epochs", type=float, default=1.0, help="linear warm-up before the cosine decay")
-    t.add_argument("--init", default=None, help="start from this refq checkpoint (same architecture) "
+    t.add_argument("--warmup-epochs", type=float_in(0.0, INF), default=1.0,
+                   help="linear warm-up before the cosine decay")
+    t.add_argument("--init", default=None, type=input_file, help="start from this refq checkpoint (same architecture) "
                                                "instead of a random initialisation")
-    t.add_argument("--ema", type=float, default=0.0,
+    t.add_argument("--ema", type=float_in(0.0, 1.0), default=0.0,
                    help="keep an exponential moving average of the weights with this decay per step (e.g. "
                         "0.999) and evaluate and save the average instead of the last iterate (default 0: off)")
     t.add_argument("--arch", choices=("vit", "cnn"), default="vit",
                    help="vit (default) or cnn: the small convnet used as a distillation teacher (refq.models.cnn)")
-    t.add_argument("--channels", type=int, nargs="+", default=[32, 64, 128],
+    t.add_argument("--channels", type=positive_int, nargs="+", default=[32, 64, 128],
                    help="--arch cnn: width of each 3x3 conv stage (default: 32 64 128)")
-    t.add_argument("--teacher", default=None,
+    t.add_argument("--teacher", default=None, type=input_file,
                    help="distil from this refq checkpoint (a --arch cnn or ViT model; DeiT Sec. 4, through the "
                         "class token)")
     t.add_argument("--distill", choices=("hard", "soft"), default="hard",
                    help="with --teacher: hard-label (DeiT Eq. 3, default) or soft (Eq. 2) distillation")
-    t.add_argument("--distill-weight", type=float, default=0.5, help="--distill soft: weight of the KL term")
-    t.add_argument("--distill-tau", type=float, default=1.0, help="--distill soft: temperature")
+    t.add_argument("--distill-weight", type=float_in(0.0, 1.0), default=0.5,
+                   help="--distill soft: weight of the KL term")
+    t.add_argument("--distill-tau", type=positive_float, default=1.0, help="--distill soft: temperature")
     t.add_argument("--resume", action="store_true",
                    help="continue an interrupted run from OUT's .state.npz (written after every epoch, removed at "
                         "the end); give the same arguments as the interrupted command")
@@ -62,16 +70,17 @@ def register(subparsers) -> None:
                                    "element with equal weights (the uniform soup of Wortsman et al. 2022), evaluate "
                                    "the average on the Fashion-MNIST test set and save it with a manifest that "
                                    "records each ingredient's command chain. Meant for fine-tunes of one ancestor.")
-    a.add_argument("checkpoints", nargs="+", help="refq ViT .npz checkpoints (at least two)")
-    a.add_argument("--out", required=True, help="output .npz path")
+    a.add_argument("checkpoints", nargs="+", type=input_file, help="refq ViT .npz checkpoints (at least two)")
+    a.add_argument("--out", required=True, type=output_file, help="output .npz path")
     a.add_argument("--data", default=None, help="folder with the Fashion-MNIST IDX files")
     a.set_defaults(func=_average)
 
     e = sub.add_parser("eval", help="top-1 of a ViT checkpoint on the Fashion-MNIST test set",
                        description="Evaluate a refq ViT checkpoint (default: the shipped one).")
-    e.add_argument("--checkpoint", default=None, help="refq .npz checkpoint (default: the shipped ViT)")
+    e.add_argument("--checkpoint", default=None, type=input_file,
+                   help="refq .npz checkpoint (default: the shipped ViT)")
     e.add_argument("--data", default=None, help="folder with the Fashion-MNIST IDX files")
-    e.add_argument("--limit", type=int, default=None, help="evaluate on the first N test images only")
+    e.add_argument("--limit", type=positive_int, default=None, help="evaluate on the first N test images only")
     e.add_argument("--json", action="store_true", help="print a JSON record")
     e.set_defaults(func=_eval)
 
@@ -88,23 +97,31 @@ def register(subparsers) -> None:
     d.add_argument("--no-msr", action="store_true", help="SARDFQ without Multi-Semantic Reinforcement")
     d.add_argument("--no-sl", action="store_true", help="SARDFQ with one-hot instead of soft labels")
     d.add_argument("--seed", type=int, default=0)
-    d.add_argument("--alpha1", type=float, default=None, help="APA weight (default: refq's tuned value)")
-    d.add_argument("--batch", type=int, default=32, help="calibration images (paper: 32)")
-    d.add_argument("--iters", type=int, default=None, help="synthesis iterations per round (2 rounds; paper: 500)")
-    d.add_argument("--recon-iters", type=int, default=100, help="reconstruction steps per block (paper: 100)")
-    d.add_argument("--chunk", type=int, default=0, help="images per synthesis forward (0: all; saves memory)")
+    d.add_argument("--alpha1", type=float_in(0.0, INF), default=None, help="APA weight (default: refq's tuned value)")
+    d.add_argument("--batch", type=positive_int, default=32, help="calibration images (paper: 32)")
+    d.add_argument("--iters", type=positive_int, default=None,
+                   help="synthesis iterations per round (2 rounds; paper: 500)")
+    d.add_argument("--recon-iters", type=nonnegative_int, default=100,
+                   help="reconstruction steps per block (paper: 100)")
+    d.add_argument("--chunk", type=nonnegative_int, default=0,
+                   help="images per synthesis forward (0: all; saves memory)")
     d.add_argument("--integer", action="store_true", help="evaluate on the integer kernels instead of fake-quant")
     d.add_argument("--compare-integer", action="store_true",
                    help="evaluate both the integer kernels and the fake-quant simulation; report their agreement")
-    d.add_argument("--checkpoint", default=None, help="refq ViT .npz or a timm ViT/DeiT converted by `refq convert`")
-    d.add_argument("--heads", type=int, default=None, help="attention heads of a converted checkpoint (default D/64)")
-    d.add_argument("--images", default=None, help="evaluation image folder (DIR/<class>/<image>) for --checkpoint")
-    d.add_argument("--labels", default=None, help="class-order file for --images (one class folder per line), or "
+    d.add_argument("--checkpoint", default=None, type=input_file,
+                   help="refq ViT .npz or a timm ViT/DeiT converted by `refq convert`")
+    d.add_argument("--heads", type=positive_int, default=None,
+                   help="attention heads of a converted checkpoint (default D/64)")
+    d.add_argument("--images", default=None, type=input_dir,
+                   help="evaluation image folder (DIR/<class>/<image>) for --checkpoint")
+    d.add_argument("--labels", default=None, type=input_file,
+                   help="class-order file for --images (one class folder per line), or "
                                                   "'filename class_index' lines for a flat folder")
-    d.add_argument("--calib-images", default=None, help="folder of real calibration images (--calib real with --images)")
+    d.add_argument("--calib-images", default=None, type=input_dir,
+                   help="folder of real calibration images (--calib real with --images)")
     d.add_argument("--data", default=None, help="Fashion-MNIST folder (default: /usr/share/datasets/fashion-mnist)")
-    d.add_argument("--limit", type=int, default=None, help="evaluate on N images only")
-    d.add_argument("--save-images", default=None, help="write the calibration images as a PNG grid")
+    d.add_argument("--limit", type=positive_int, default=None, help="evaluate on N images only")
+    d.add_argument("--save-images", default=None, type=output_file, help="write the calibration images as a PNG grid")
     d.add_argument("--json", action="store_true", help="print a JSON record")
     d.set_defaults(func=_dfq)
     p.set_defaults(func=lambda args: p.print_help() or 0)

@@ -14,11 +14,18 @@ from pathlib import Path
 FORMATS = {"safetensors": "refq.io.safetensors", "pth": "refq.io.pth", "llama2c": "refq.io.llama2c"}
 
 
-def detect_format(path: str | Path) -> str:
-    """'safetensors', 'pth' or 'llama2c', from the file's first bytes and its extension."""
+def require_file(path: str | Path) -> Path:
+    """path as a Path, or ValueError when it is missing or not a regular file (a directory, a FIFO...)."""
     path = Path(path)
     if not path.is_file():
-        raise ValueError(f"{path}: no such file")
+        raise ValueError(f"{path}: no such file" if not path.exists() else
+                         f"{path} is a directory, not a file" if path.is_dir() else f"{path} is not a regular file")
+    return path
+
+
+def detect_format(path: str | Path) -> str:
+    """'safetensors', 'pth' or 'llama2c', from the file's first bytes and its extension."""
+    path = require_file(path)
     with open(path, "rb") as f:
         head = f.read(9)
     suffix = path.suffix.lower()

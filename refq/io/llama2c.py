@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from refq.io import require_file
 MAGIC = 0x616B3432  # "ak42"
 HEADER_V1_BYTES = 256
 CONFIG_KEYS = ("dim", "hidden_dim", "n_layers", "n_heads", "n_kv_heads", "vocab_size", "seq_len")
@@ -116,7 +117,7 @@ def _parse_header(data: bytes, path) -> tuple[dict, int, int]:
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     """(params, config) of a llama2.c .bin checkpoint (legacy or version 1), float32, layers stacked."""
-    path = Path(path)
+    path = require_file(path)
     data = path.read_bytes()
     config, version, offset = _parse_header(data, path)
     _validate_config(config, path)
@@ -135,7 +136,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     if version == 0:
         real, imag = blocks.pop("freq_cis_real"), blocks.pop("freq_cis_imag")
         cos, sin = freq_cis_tables(config["seq_len"], config["dim"] // config["n_heads"])
-        error = max(float(np.abs(real - cos).max()), float(np.abs(imag - sin).max()))
+        error = float(np.max([np.abs(real - cos).max(), np.abs(imag - sin).max()]))  # NaN in either table -> NaN
         if not error <= ROPE_TABLE_ATOL:
             raise ValueError(f"{path}: stored RoPE tables differ from theta=10000 RoPE by {error:.3g} "
                              f"(> {ROPE_TABLE_ATOL}); refq only implements theta=10000")
@@ -176,7 +177,7 @@ def read_tokenizer(path: str | Path, vocab_size: int | None = None) -> tuple[lis
 
     Without vocab_size the file is read to its end; with it, exactly that many entries must fill the file.
     """
-    path = Path(path)
+    path = require_file(path)
     data = path.read_bytes()
     if len(data) < 4:
         raise ValueError(f"{path}: tokenizer header needs 4 bytes, file has {len(data)}")

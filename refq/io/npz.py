@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import secrets
 import struct
 import tokenize
 import warnings
@@ -22,6 +23,7 @@ from pathlib import Path
 import numpy as np
 
 import refq
+from refq.io import require_file
 
 MANIFEST_KEY = "__manifest__"
 FORMAT = "refq-npz"
@@ -44,12 +46,32 @@ def save_npz(path: str | Path, params: dict[str, np.ndarray], manifest: dict) ->
         text = json.dumps(full, sort_keys=True)
     except (TypeError, ValueError) as err:
         raise ValueError(f"save_npz: manifest is not JSON-serialisable: {err}") from err
-    tmp = path.with_name(path.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
-        for name, arr in [*params.items(), (MANIFEST_KEY, np.array(text))]:
-            with zf.open(name + ".npy", "w", force_zip64=True) as f:
-                np.lib.format.write_array(f, np.asanyarray(arr), allow_pickle=False)
-    os.replace(tmp, path)  # readers never see a half-written file
+    if path.is_dir():
+        raise ValueError(f"save_npz: {path} is a directory")
+    fd, tmp = _create_temporary(path)
+    try:
+        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+            for name, arr in [*params.items(), (MANIFEST_KEY, np.array(text))]:
+                with zf.open(name + ".npy", "w", force_zip64=True) as f:
+                    np.lib.format.write_array(f, np.asanyarray(arr), allow_pickle=False)
+        os.replace(tmp, path)  # readers never see a half-written file
+    except BaseException:
+        tmp.unlink()
+        raise
+
+
+def _create_temporary(path: Path) -> tuple[int, Path]:
+    """(fd, name) of a new file beside path, made with O_EXCL: never an existing file or a planted symlink.
+
+    Like tempfile.mkstemp, but with the mode a plain open() gives (0666 minus the umask), not 0600.
+    """
+    for _ in range(100):
+        tmp = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"save_npz: could not create a temporary file beside {path}")
 
 
 def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> np.ndarray:
@@ -77,14 +99,19 @@ def _read_member(zf: zipfile.ZipFile, info: zipfile.ZipInfo, where: str) -> np.n
 
 def load_npz(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     """(params, manifest) of an .npz written by save_npz; never unpickles."""
-    path = Path(path)
+    path = require_file(path)
     arrays = {}
     try:
         with zipfile.ZipFile(path) as zf:
             for info in zf.infolist():
                 if not info.filename.endswith(".npy") or info.filename[:-4] in arrays:
                     raise ValueError(f"{path}: entry {info.filename!r} is not a (unique) .npy array")
-                arrays[info.filename[:-4]] = _read_member(zf, info, str(path))
+                try:
+                    arrays[info.filename[:-4]] = _read_member(zf, info, str(path))
+                except ValueError as err:  # NumPy's own messages ("EOF: reading magic string...") name no file
+                    if str(err).startswith(f"{path}: "):
+                        raise
+                    raise ValueError(f"{path}: {info.filename}: {err}") from err
     except _ZIP_ERRORS as err:
         raise ValueError(f"{path}: not a readable .npz: {type(err).__name__}: {err}") from err
     if MANIFEST_KEY not in arrays:

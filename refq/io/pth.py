@@ -19,7 +19,9 @@ below), the torch.*Storage types (replaced by dtype markers) and torch.Size (a t
 raises `UnsafePickleError("refusing global module.name")` before the global is even imported. Tensors
 are copied out of their storages, at most 4x the storage bytes in all (a small pickle must not ask for
 terabytes by viewing one storage a million times).
-torch.storage._load_from_bytes is refused too: it would call torch.load. Before unpickling, the opcode stream
+BUILD (set an object's state) is allowed only on an OrderedDict (torch's `_metadata`): on anything
+else it is refused before any attribute is set. torch.storage._load_from_bytes is refused too: it would call
+torch.load. Before unpickling, the opcode stream
 is checked with `pickletools.genops`, so counted lengths and memo indices cannot exceed the file (a flipped
 bit must not make the unpickler allocate gigabytes). The legacy pre-1.6 (non-zip) format is not read.
 
@@ -42,6 +44,7 @@ from pathlib import Path
 
 import numpy as np
 
+from refq.io import require_file
 from refq.io.safetensors import bf16_to_float32
 
 STORAGE_DTYPES = {  # torch storage class -> dtype of the stored bytes (BFloat16 read as raw uint16, then widened)
@@ -52,6 +55,8 @@ STORAGE_DTYPES = {  # torch storage class -> dtype of the stored bytes (BFloat16
 }
 MAX_DEPTH = 64  # nesting of dicts/lists in a checkpoint
 MAX_VIEW_BYTES_RATIO = 4  # all copied tensors together may take at most 4x the bytes of the storages they view
+MAX_NAME_CHARS_RATIO = 16  # read_checkpoint: all dotted names may take 16x the file size (+ MIN_NAME_CHARS)
+MIN_NAME_CHARS = 1 << 16
 _ZIP_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, OSError, KeyError, NotImplementedError,
                RuntimeError, struct.error, zlib.error, OverflowError)
 
@@ -80,8 +85,15 @@ def _int_tuple(x, what: str) -> tuple[int, ...]:
     return x
 
 
-class _StateDictUnpickler(pickle.Unpickler):
-    """Unpickler whose globals are the allowlist above and whose storages come from the zip."""
+class _StateDictUnpickler(pickle._Unpickler):
+    """Unpickler whose globals are the allowlist above and whose storages come from the zip.
+
+    The pure-Python unpickler, so that BUILD can be checked: it may only set plain attributes of an
+    OrderedDict it made (torch state dicts carry `_metadata`), never call __setstate__ or setattr on anything
+    else (BUILD on an allowed function would write into its __dict__, i.e. into this module).
+    """
+
+    dispatch = dict(pickle._Unpickler.dispatch)
 
     def __init__(self, data: bytes, read_record, where: str):
         super().__init__(io.BytesIO(data))
@@ -104,6 +116,18 @@ class _StateDictUnpickler(pickle.Unpickler):
             return self._allowed[(module, name)]
         raise UnsafePickleError(f"{self._where}: refusing global {module}.{name} (a state dict needs only "
                                 f"tensors, storages and OrderedDict)")
+
+    def load_build(self):
+        """BUILD: obj.__dict__.update(state), for a fresh OrderedDict and a dict of non-dunder str keys only."""
+        state, obj = self.stack[-1], self.stack[-2]
+        if type(obj) is not collections.OrderedDict or type(state) is not dict \
+                or not all(type(k) is str and not k.startswith("__") for k in state):
+            raise UnsafePickleError(f"{self._where}: refusing BUILD (set state) of a {type(obj).__name__} with a "
+                                    f"{type(state).__name__}; only an OrderedDict's attributes may be set")
+        self.stack.pop()
+        obj.__dict__.update(state)
+
+    dispatch[pickle.BUILD[0]] = load_build
 
     def persistent_load(self, pid):
         """Resolve ('storage', StorageType, key, location, numel) to a Storage, once per key."""
@@ -188,15 +212,17 @@ def _unpickle(data: bytes, read_record, where: str):
     check_opcodes(data, where)
     try:
         return _StateDictUnpickler(data, read_record, where).load()
-    except ValueError:
-        raise
+    except ValueError as err:
+        if str(err).startswith(f"{where}: "):
+            raise
+        raise ValueError(f"{where}: malformed pickle: {err}") from err  # e.g. "unsupported pickle protocol: 6"
     except Exception as err:  # e.g. TypeError from REDUCE on a non-callable, IndexError from an empty stack
         raise ValueError(f"{where}: malformed pickle: {type(err).__name__}: {err}") from err
 
 
 def load_pth(path: str | Path):
     """The object that torch.save wrote, with every tensor as a NumPy array (bf16 widened to float32)."""
-    path = Path(path)
+    path = require_file(path)
     with open(path, "rb") as f:
         head = f.read(4)
     if head != b"PK\x03\x04":
@@ -237,10 +263,15 @@ def _load_zip(zf: zipfile.ZipFile, where: str):
     return _unpickle(zf.read(pkl[0]), read_record, where)
 
 
-def flatten(obj, where: str = "checkpoint") -> tuple[dict[str, np.ndarray], dict]:
-    """Split nested dicts/lists into (arrays, other leaves), keyed by dotted paths ('encoder.layer.0.bias')."""
+def flatten(obj, where: str = "checkpoint", max_name_chars: int = 1 << 26) -> tuple[dict[str, np.ndarray], dict]:
+    """Split nested dicts/lists into (arrays, other leaves), keyed by dotted paths ('encoder.layer.0.bias').
+
+    The dotted names of all nodes together may hold at most max_name_chars characters: a small pickle can
+    reuse one long key string at every level (memo references cost a few bytes), which would otherwise make
+    names of megabytes, once per child.
+    """
     params, extras, seen = {}, {}, set()
-    stack = [("", obj, 0)]
+    stack, name_chars = [("", obj, 0)], 0
     while stack:
         name, node, depth = stack.pop()
         if isinstance(node, np.ndarray) or node is None or isinstance(node, (bool, int, float, str)):
@@ -260,13 +291,20 @@ def flatten(obj, where: str = "checkpoint") -> tuple[dict[str, np.ndarray], dict
         for key, child in reversed(items):
             if not isinstance(key, (str, int)) or isinstance(key, bool):
                 raise ValueError(f"{where}: key {key!r:.50} under {name or 'top level'} is not a str or int")
-            stack.append((f"{name}.{key}" if name else str(key), child, depth + 1))
+            key = str(key)
+            name_chars += len(name) + 1 + len(key)  # counted before the name is built
+            if name_chars > max_name_chars:
+                raise ValueError(f"{where}: the dotted names of the nested entries exceed {max_name_chars} "
+                                 f"characters in all (under {name[:60]!r}); a checkpoint's names are far shorter")
+            stack.append((f"{name}.{key}" if name else key, child, depth + 1))
     return params, extras
 
 
 def read_checkpoint(path: str | Path) -> tuple[dict[str, np.ndarray], dict]:
     """(params, extras): tensors keyed by their state-dict names, plus any non-tensor leaves."""
-    return flatten(load_pth(path), where=str(path))
+    obj = load_pth(path)
+    budget = MAX_NAME_CHARS_RATIO * Path(path).stat().st_size + MIN_NAME_CHARS
+    return flatten(obj, where=str(path), max_name_chars=budget)
 
 
 # ---- writer: small, valid torch.save archives for tests, without torch --------------------------------------

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from refq.io import require_file
 MAX_HEADER_BYTES = 100_000_000  # the limit the reference implementation enforces
 MMAP_MIN_BYTES = 16 << 20  # data buffers at least this large are memory-mapped by default
 DTYPES = {  # safetensors tag -> NumPy dtype of the stored bytes (BF16 is read as raw uint16, then widened)
@@ -118,7 +119,7 @@ def parse_header(raw: bytes, data_size: int, where: str = "safetensors") -> tupl
 
 def read_safetensors(path: str | Path, mmap: bool | None = None) -> tuple[dict[str, np.ndarray], dict]:
     """(tensors, metadata) of a .safetensors file; BF16 widened to float32; mmap=None maps files >= 16 MiB."""
-    path = Path(path)
+    path = require_file(path)
     size = os.path.getsize(path)
     with open(path, "rb") as f:
         prefix = f.read(8)

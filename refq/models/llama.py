@@ -188,13 +188,37 @@ def forward(tokens: np.ndarray, params: dict, cfg: LlamaConfig, ops: LlamaOps = 
 # ---- NumPy path with a key/value cache (fast generation) ------------------------------------------
 
 class KVCache:
-    """Rotated keys and values of the positions processed so far, [L, B, S, G, Dh] each."""
+    """Rotated keys and values of the positions processed so far, [L, B, S, G, Dh] each.
 
-    def __init__(self, cfg: LlamaConfig, batch: int = 1, dtype=np.float32):
-        shape = (cfg.n_layers, batch, cfg.seq_len, cfg.n_kv_heads, cfg.head_size)
+    S starts at `capacity` (default seq_len) and doubles, up to seq_len, when more positions arrive, so that
+    memory follows the tokens actually processed, not a checkpoint's seq_len.
+    """
+
+    def __init__(self, cfg: LlamaConfig, batch: int = 1, dtype=np.float32, capacity: int | None = None):
+        capacity = cfg.seq_len if capacity is None else min(int(capacity), cfg.seq_len)
+        if capacity < 1:
+            raise ValueError(f"KVCache: capacity {capacity} must be at least 1")
+        self.seq_len = cfg.seq_len
+        shape = (cfg.n_layers, batch, capacity, cfg.n_kv_heads, cfg.head_size)
         self.k = np.zeros(shape, dtype)
         self.v = np.zeros(shape, dtype)
         self.length = 0
+
+    def reserve(self, positions: int) -> None:
+        """Make room for `positions` (<= seq_len) positions, doubling the capacity as needed."""
+        assert positions <= self.seq_len, (positions, self.seq_len)
+        capacity = self.k.shape[2]
+        if positions <= capacity:
+            return
+        while capacity < positions:
+            capacity *= 2
+        capacity = min(capacity, self.seq_len)
+        grown = []
+        for old in (self.k, self.v):
+            new = np.zeros((*old.shape[:2], capacity, *old.shape[3:]), old.dtype)
+            new[:, :, :self.length] = old[:, :, :self.length]
+            grown.append(new)
+        self.k, self.v = grown
 
 
 def rms_norm_np(x: np.ndarray, w: np.ndarray) -> np.ndarray:
@@ -218,6 +242,8 @@ def forward_numpy(tokens: np.ndarray, params: dict, cfg: LlamaConfig, cache: KVC
     dt = x.dtype.type
     cos, sin = rope_tables(np.arange(start, start + T), Dh, dt)
     mask = causal_mask(T, start + T, start, x.dtype)  # [T, S]
+    if cache is not None:
+        cache.reserve(start + T)
     for l in range(cfg.n_layers):
         h = rms_norm_np(x, params["rms_att_weight"][l])
         q = rope_np((h @ params["wq"][l].T).reshape(B, T, cfg.n_heads, Dh), cos, sin)  # [B, T, nh, Dh]
@@ -246,7 +272,7 @@ def generate_tokens(params: dict, cfg: LlamaConfig, prompt: list[int], steps: in
         raise ValueError("generate: the prompt needs at least one token (BOS)")
     if not 0 < steps <= cfg.seq_len:
         raise ValueError(f"generate: steps={steps} must be in 1..seq_len={cfg.seq_len}")
-    cache = KVCache(cfg, 1, params["token_embedding_table"].dtype)
+    cache = KVCache(cfg, 1, params["token_embedding_table"].dtype, capacity=min(steps, len(prompt) + 256))
     forced = min(len(prompt) - 1, steps)  # positions whose next token is dictated by the prompt
     if forced:
         forward_numpy(np.asarray([prompt[:forced]]), params, cfg, cache)  # prefill; logits unused

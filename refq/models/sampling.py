@@ -89,8 +89,8 @@ class Sampler:
     """Temperature, top-p and the RNG state: turns logits into the next token id like run.c."""
 
     def __init__(self, temperature: float, topp: float, seed: int):
-        if not temperature >= 0.0:
-            raise ValueError(f"Sampler: temperature {temperature} must be >= 0")
+        if not 0.0 <= temperature < float("inf"):
+            raise ValueError(f"Sampler: temperature {temperature} must be finite and >= 0")
         if not 0.0 <= topp <= 1.0:
             raise ValueError(f"Sampler: top-p {topp} must be in [0, 1]")
         self.temperature = np.float32(temperature)

@@ -91,8 +91,9 @@ def _read_image(path: Path, cfg: vit.ViTConfig, crop_pct: float) -> np.ndarray:
     """timm-style eval transform: resize the short side to img_size / crop_pct (bicubic), centre crop; [C, H, W] in [0, 1]."""
     from PIL import Image
 
-    with Image.open(path) as im:
-        im = im.convert("L" if cfg.in_chans == 1 else "RGB")
+    from refq.data.image import read_image
+
+    with Image.fromarray(read_image(path, "L" if cfg.in_chans == 1 else "RGB")) as im:  # size-capped, errors named
         short = int(round(cfg.img_size / crop_pct))
         w, h = im.size
         scale = short / min(w, h)

@@ -43,6 +43,7 @@ from typing import NamedTuple
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
+from refq.data.image import read_image
 from refq.spotter.backgrounds import random_background
 from refq.spotter.boxes import aabb_to_quad, is_axis_aligned, quad_to_aabb
 from refq.spotter.fonts import SPLITS, font_paths, load_font
@@ -294,7 +295,7 @@ def load_sample(data_dir, name: str) -> tuple[np.ndarray, list[SynthWord]]:
         raise ValueError(f"load_sample: {name} has rotated quads; synthetic boxes are axis-aligned")
     boxes = quad_to_aabb(quads).astype(int)  # [N, 4]
     words = [SynthWord(tuple(int(v) for v in b), wd.text, wd.dnc) for b, wd in zip(boxes, gt)]
-    return np.asarray(Image.open(image_path)), words
+    return read_image(image_path), words
 
 
 def list_samples(data_dir) -> list[str]:

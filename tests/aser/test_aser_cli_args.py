@@ -34,10 +34,13 @@ def test_bad_values_raise(argv, match):
         parse(["--method", "aser", *argv])
 
 
-def test_both_commands_are_registered():
+def test_both_commands_are_registered(tmp_path):
     parser = build_parser()
     args = parser.parse_args(["minilm", "quantize", "--method", "l2qer", "--rank", "8"])
     assert args.method == "l2qer" and settings_from_args(args, 16).rank == 8
-    args = parser.parse_args(["lm", "quantize", "--checkpoint", "c", "--tokenizer", "t", "--text", "x",
+    for name in "ctx":  # the input files must exist when the command line is parsed
+        (tmp_path / name).write_bytes(b"")
+    c, t, x = (str(tmp_path / name) for name in "ctx")
+    args = parser.parse_args(["lm", "quantize", "--checkpoint", c, "--tokenizer", t, "--text", x,
                               "--method", "aser", "--calib", "generated", "--seed", "5"])
     assert (args.calib, args.seed, args.calib_stories) == ("generated", 5, 4)

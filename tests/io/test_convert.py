@@ -59,6 +59,17 @@ def test_convert_reports_bad_input_as_one_line(tmp_path, capsys, rng):
     assert "no such file" in capsys.readouterr().err
 
 
+def test_convert_refuses_to_overwrite_its_source(tmp_path, capsys, rng):
+    src = tmp_path / "w.npz"  # a safetensors file under an .npz name: detected by its header
+    save_safetensors(src, tensors(rng))
+    before = src.read_bytes()
+    (tmp_path / "link.npz").symlink_to(src)
+    for dst in (src, tmp_path / "link.npz", tmp_path / "." / "w.npz"):
+        assert main(["convert", str(src), str(dst)]) == 2
+        assert "refusing to overwrite the source" in capsys.readouterr().err
+    assert src.read_bytes() == before
+
+
 def test_detect_format(tmp_path, rng):
     save_safetensors(tmp_path / "noext", tensors(rng))
     save_pth(tmp_path / "weights.dat", tensors(rng))

@@ -126,6 +126,20 @@ def test_legacy_rope_tables_are_checked(tmp_path, rng):
         read_checkpoint(path)
 
 
+@pytest.mark.parametrize("table", ["freq_cis_real", "freq_cis_imag"])
+def test_nan_in_either_legacy_rope_table_is_rejected(tmp_path, rng, table):
+    config = tiny_config()
+    path = tmp_path / "m.bin"
+    write_checkpoint(path, random_params(config, rng), config, version=0)
+    data = bytearray(path.read_bytes())
+    half = 6 * 2  # [S, Dh/2] floats per table; _imag is last, _real just before it (shared classifier)
+    start = len(data) - 4 * (2 * half if table == "freq_cis_real" else half)
+    data[start + 8:start + 12] = np.array([np.nan], "<f4").tobytes()
+    path.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="RoPE tables differ .* by nan"):
+        read_checkpoint(path)
+
+
 def test_stories260k_checkpoint():
     params, config = read_checkpoint(asset("llama2c/stories260K.bin"))
     assert config == dict(dim=64, hidden_dim=172, n_layers=5, n_heads=8, n_kv_heads=4, vocab_size=512, seq_len=512,

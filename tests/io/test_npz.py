@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import struct
 import zipfile
 
 import numpy as np
@@ -41,6 +42,45 @@ def test_names_that_clash_with_savez_arguments_survive(tmp_path):
     back, meta = load_npz(tmp_path / "m.npz")
     assert set(back) == set(params) and meta["config"] == {"d": 2}
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]  # the temporary file was renamed away
+
+
+def test_save_never_follows_a_planted_temporary_name(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    (tmp_path / "m.npz.tmp").symlink_to(victim)  # the fixed name earlier versions wrote to
+    save_npz(tmp_path / "m.npz", {"a": np.arange(3)}, {})
+    assert victim.read_text() == "keep me" and (tmp_path / "m.npz.tmp").is_symlink()
+    assert set(load_npz(tmp_path / "m.npz")[0]) == {"a"}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.npz", "m.npz.tmp", "victim.txt"]
+    (tmp_path / "plain").write_bytes(b"")
+    assert (tmp_path / "m.npz").stat().st_mode == (tmp_path / "plain").stat().st_mode  # the umask's usual mode
+
+
+def test_a_failed_save_leaves_no_temporary_file_and_the_old_file_intact(tmp_path, monkeypatch):
+    save_npz(tmp_path / "m.npz", {"a": np.arange(3)}, {"v": 1})
+
+    def broken(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np.lib.format, "write_array", broken)
+    with pytest.raises(OSError, match="No space left"):
+        save_npz(tmp_path / "m.npz", {"a": np.arange(4)}, {"v": 2})
+    assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
+    assert load_npz(tmp_path / "m.npz")[1]["v"] == 1
+    with pytest.raises(ValueError, match="is a directory"):
+        save_npz(tmp_path, {"a": np.arange(3)}, {})
+
+
+def test_numpy_errors_name_the_file_and_the_member(tmp_path):
+    path = tmp_path / "eof.npz"
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("a.npy", b"")  # EOF before the .npy magic string
+    with pytest.raises(ValueError, match=r"eof\.npz: a\.npy: EOF"):
+        load_npz(path)
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("a.npy", b"\x93NUMPY\x01\x00" + struct.pack("<H", 16) + b"{'descr': 1}".ljust(16))
+    with pytest.raises(ValueError, match=r"eof\.npz: a\.npy: "):
+        load_npz(path)
 
 
 @pytest.mark.parametrize("params, manifest, fragment", [

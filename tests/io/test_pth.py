@@ -316,3 +316,62 @@ def test_flatten_names_nested_values_and_refuses_odd_structures():
                           ({(1, 2): w}, "not a str or int"), ({"a": deep}, "nested deeper than 64")]:
         with pytest.raises(ValueError, match=fragment):
             flatten(bad)
+
+
+def _global(module: str, name: str) -> bytes:
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def _str(s: str) -> bytes:
+    return b"X" + struct.pack("<I", len(s.encode())) + s.encode()
+
+
+ATTRS = b"}" + _str("pwned") + b"K\x01s"  # the BUILD state {'pwned': 1}
+
+
+@pytest.mark.parametrize("target", [
+    _global("torch._utils", "_rebuild_tensor_v2"), _global("torch._utils", "_rebuild_parameter"),
+    _global("torch", "Size"), _global("torch", "FloatStorage"), _global("collections", "OrderedDict"),
+    b"]",  # a list
+    _global("collections", "OrderedDict") + b")R",  # an OrderedDict instance, but with a dunder attribute:
+])
+def test_build_is_refused_before_it_sets_anything(tmp_path, target):
+    from refq.io.pth import _StateDictUnpickler
+
+    state = (b"}" + _str("__class__") + b"K\x01s") if target.endswith(b")R") else ATTRS
+    with pytest.raises(UnsafePickleError, match="refusing BUILD"):
+        load_pth(archive(tmp_path, b"\x80\x02" + target + state + b"b."))
+    for method in (_StateDictUnpickler._rebuild_tensor, _StateDictUnpickler._rebuild_parameter,
+                   _StateDictUnpickler._size):
+        assert method.__dict__ == {}
+
+
+def test_build_sets_the_metadata_of_a_state_dict(tmp_path):
+    body = state_dict_pickle({"w": tensor_pickle("0", "FloatStorage", 1, 0, (1,), (1,))})
+    metadata = b"}" + _str("_metadata") + b"}" + _str("") + b"}" + _str("version") + b"K\x01sss"
+    data = body[:-1] + metadata + b"b."  # torch: OrderedDict.__reduce__ state {'_metadata': {'': {'version': 1}}}
+    obj = load_pth(archive(tmp_path, data, {"0": struct.pack("<f", 2.5)}))
+    assert list(obj) == ["w"] and obj["w"].tolist() == [2.5] and obj._metadata == {"": {"version": 1}}
+
+
+def test_unsupported_pickle_protocol_names_the_file(tmp_path):
+    path = archive(tmp_path, b"\x80\x06N.")
+    with pytest.raises(ValueError, match=f"{path}: malformed pickle: unsupported pickle protocol: 6"):
+        load_pth(path)
+
+
+def test_nested_names_cannot_blow_up_memory(tmp_path):
+    """One 50,000-character key, referenced by memo (3 bytes each) at 60 levels with 2,000 leaves at the bottom,
+    would make 2,000 names of 3 MB each; the names of a ~70 KB file may take only 16x its size."""
+    key = "k" * 50_000
+    inner = b"}(" + b"".join(_str(str(i)) + b"N" for i in range(2000)) + b"u"
+    data = inner
+    for _ in range(60):
+        data = b"}h\x00" + data + b"s"  # {key: data}, the key by BINGET
+    memo = _str(key) + b"q\x000"  # BINUNICODE, BINPUT 0, POP
+    path = archive(tmp_path, b"\x80\x02" + memo + b"}(" + _str("top") + data + b"u.")
+    assert path.stat().st_size < 100_000
+    with pytest.raises(ValueError, match="dotted names of the nested entries exceed"):
+        read_checkpoint(path)
+    params, extras = read_checkpoint(archive(tmp_path, b"\x80\x02}(" + _str("a") + b"}(" + _str("b") + b"Nuu."))
+    assert extras == {"a.b": None}

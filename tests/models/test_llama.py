@@ -56,6 +56,31 @@ def test_kv_cache_equals_full_recomputation(seed, cuts):
     np.testing.assert_allclose(np.concatenate(chunks, axis=1), full, rtol=1e-12, atol=1e-12)
 
 
+def test_kv_cache_grows_from_a_small_capacity():
+    cfg, params = tiny(seed=3)
+    tokens = np.random.default_rng(3).integers(0, cfg.vocab_size, (1, 11))
+    cache = KVCache(cfg, dtype=np.float64, capacity=2)
+    steps = [forward_numpy(tokens[:, t:t + 1], params, cfg, cache) for t in range(11)]
+    assert cache.k.shape[2] == 16 and cache.length == 11  # 2 -> 4 -> 8 -> 16 (= seq_len)
+    np.testing.assert_allclose(np.concatenate(steps, axis=1), forward_numpy(tokens, params, cfg), rtol=1e-12,
+                               atol=1e-12)
+
+
+def test_generation_memory_follows_the_steps_not_seq_len():
+    import tracemalloc
+
+    cfg = LlamaConfig(dim=8, hidden_dim=12, n_layers=2, n_heads=2, n_kv_heads=2, vocab_size=19, seq_len=1 << 20)
+    params = init_params(cfg, np.random.default_rng(0), np.float32)
+    tracemalloc.start()
+    try:
+        out = list(generate_tokens(params, cfg, [1, 4], 6, Sampler(0.0, 0.9, 1)))
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert 1 <= len(out) <= 6
+    assert peak < 4 << 20, peak  # a seq_len-sized cache would take 2 x 2 x 2^20 x 8 x 4 bytes = 128 MiB
+
+
 @given(pos=st.integers(0, 500), hs=st.sampled_from([2, 8, 16]), seed=st.integers(0, 2**32 - 1))
 def test_rope_rotates_interleaved_pairs(pos, hs, seed):
     """Pair (2i, 2i+1) of each head is the complex number x_2i + j x_2i+1 times exp(j pos 10000^(-2i/Dh))."""

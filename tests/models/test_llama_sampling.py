@@ -121,3 +121,8 @@ def test_sampler_rejects_bad_settings():
         Sampler(-1.0, 0.9, 1)
     with pytest.raises(ValueError, match="top-p 1.5"):
         Sampler(1.0, 1.5, 1)
+    for temperature in (float("inf"), float("nan")):
+        with pytest.raises(ValueError, match=f"temperature {temperature} must be finite"):
+            Sampler(temperature, 0.9, 1)
+    with pytest.raises(ValueError, match="top-p nan"):
+        Sampler(1.0, float("nan"), 1)

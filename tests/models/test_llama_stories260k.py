@@ -60,7 +60,18 @@ def test_prompted_generation_starts_with_the_prompt(capsysbinary):
 def test_bad_generate_arguments_exit_2(capsys):
     assert main(refq_args({"-n": "513"})) == 2
     assert "--steps 513" in capsys.readouterr().err
-    assert main(refq_args({"-s": "0"})) == 2
+    assert main(refq_args({"-s": str(1 << 64)})) == 2
+    assert "--seed" in capsys.readouterr().err
+
+
+def test_run_c_seeds_zero_and_negative_are_accepted(capsysbinary):
+    """run.c: -s 0 seeds from the clock, a negative -s wraps to unsigned; greedy output ignores the seed."""
+    flags, text = card_samples()[0]
+    for seed in ("0", "-7"):
+        assert main(refq_args({**flags, "-s": seed})) == 0
+        out = capsysbinary.readouterr()
+        assert out.out.decode("utf-8") == text + "\n"
+    assert f"seed: {(1 << 64) - 7}".encode() in out.err
 
 
 @pytest.fixture(scope="module")

@@ -66,6 +66,11 @@ def test_image_folder_loading(fixture_dir, tmp_path):
     bad.write_text("cat\ndog\n")
     with pytest.raises(ValueError, match="'eel'"):
         pipeline.list_image_folder(fixture_dir / "val", bad)
+    broken = tmp_path / "broken" / "cat"
+    broken.mkdir(parents=True)
+    (broken / "x.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    with pytest.raises(ValueError, match="x.png is not a readable image"):
+        pipeline.load_image_folder(tmp_path / "broken", TINY)
 
 
 @pytest.mark.parametrize("calib, extra", [("sardfq", []), ("psaq", []), ("real", ["--calib-images", "VAL"]),

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import json
+import struct
+import zlib
 
 import numpy as np
 import pytest
@@ -65,6 +67,51 @@ def test_errors_exit_2(data):
                  "--checkpoint", str(data / "tiny.npz")]) == 2
 
 
+def png_bytes(width: int, height: int, idat: bytes = b"") -> bytes:
+    """A grayscale PNG declaring width x height, with the given (usually too short) compressed pixel data."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(idat)) + chunk(b"IEND", b""))
+
+
+def spot_error(data, capsys, image, *extra) -> str:
+    assert main(["spot", str(image), "--checkpoint", str(data / "tiny.npz"), *extra]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
+    return err
+
+
+def test_unreadable_and_truncated_images_are_one_line_errors(data, tmp_path, capsys):
+    (tmp_path / "bad.png").write_bytes(b"not an image at all")
+    assert "bad.png is not a readable image" in spot_error(data, capsys, tmp_path / "bad.png")
+    whole = (data / "set" / "img_1.png").read_bytes()
+    (tmp_path / "cut.png").write_bytes(whole[:len(whole) // 2])
+    assert "cut.png is not a readable image" in spot_error(data, capsys, tmp_path / "cut.png")
+
+
+def test_huge_images_are_refused_from_their_header(data, tmp_path, capsys):
+    (tmp_path / "big.png").write_bytes(png_bytes(12000, 12000))  # ~60 bytes declaring 144 megapixels
+    err = spot_error(data, capsys, tmp_path / "big.png")
+    assert "big.png is 12000x12000" in err and "--max-pixels" in err
+    (tmp_path / "wide.png").write_bytes(png_bytes(5000, 5000))
+    assert "5000x5000" in spot_error(data, capsys, tmp_path / "wide.png")
+    err = spot_error(data, capsys, tmp_path / "wide.png", "--max-pixels", "30000000")  # past the cap: decoded
+    assert "wide.png is not a readable image" in err
+    (tmp_path / "bomb.png").write_bytes(png_bytes(20000, 20000))  # beyond Pillow's own limit
+    assert "decompression bomb" in spot_error(data, capsys, tmp_path / "bomb.png", "--max-pixels", str(10 ** 9))
+
+
+def test_overlay_never_overwrites_an_input_image(data, tmp_path, capsys):
+    image = tmp_path / "in.png"
+    image.write_bytes((data / "set" / "img_1.png").read_bytes())
+    before = image.read_bytes()
+    assert "refusing to overwrite" in spot_error(data, capsys, image, "--overlay", str(image))
+    (tmp_path / "link.png").symlink_to(image)
+    assert "refusing to overwrite" in spot_error(data, capsys, image, "--overlay", str(tmp_path / "link.png"))
+    assert image.read_bytes() == before
+
+
 def test_train_writes_a_seeded_checkpoint(data, capsys):
     out = data / "trained.npz"
     argv = ["spot", "train", "--data", str(data / "set"), "--val", str(data / "set"), "--out", str(out),
@@ -122,3 +169,17 @@ def test_eval_takes_the_decoding_options(data, monkeypatch, capsys):
     capsys.readouterr()
     assert (seen[0]["score_thresh"], seen[0]["nms_iou"]) == (SCORE_THRESH, NMS_IOU)
     assert (seen[1]["score_thresh"], seen[1]["nms_iou"], seen[1]["merge_gap"]) == (0.6, 0.3, None)
+
+
+def test_read_image_caps_pixels_for_datasets_too(data, tmp_path):
+    from refq.data.image import read_image
+    from refq.spotter.synth import load_sample
+
+    image = read_image(data / "set" / "img_1.png", "L")
+    assert image.shape == (64, 128) and image.dtype == np.uint8
+    with pytest.raises(ValueError, match=r"128x64 = 8,192 pixels, more than the limit of 8,000$"):
+        read_image(data / "set" / "img_1.png", max_pixels=8000)
+    (tmp_path / "img_1.png").write_bytes(png_bytes(10000, 10000))
+    (tmp_path / "gt_img_1.txt").write_text("")
+    with pytest.raises(ValueError, match="img_1.png is 10000x10000"):
+        load_sample(tmp_path, "img_1")

@@ -197,4 +197,4 @@ def test_cli_synth(tmp_path, capsys):
     image, words = load_sample(out, "img_2")
     assert image.shape == (64, 128) and all(isinstance(w, SynthWord) for w in words)
     assert main(["spot", "synth", "--out", str(out), "--n", "0", "--seed", "1"]) == 2
-    assert "n=0" in capsys.readouterr().err
+    assert "argument --n: 0 must be at least 1" in capsys.readouterr().err
