@@ -33,11 +33,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from refq.kernels import PackedWeights, gemm_packed, pack_int4, pack_int8, quantize_per_token
 from refq.kernels.int8_gemm import THREADS_MIN_OUTPUTS
-from refq.kernels.threads import run_chunks
 from refq.quant.int4 import pack_int4 as pack_nibbles
 
 K_MAX_ZERO_POINTS = (2**31 - 1) // (255 * 255)  # 33025: largest K whose centred int32 sum cannot overflow
@@ -171,7 +170,14 @@ def lowrank_branch(layer: QLinear, x: np.ndarray) -> np.ndarray | None:
 
 # ---- the fast path -------------------------------------------------------------------------------------
 
-@njit(cache=True, nogil=True)
+@njit(cache=True, parallel=True)
+def _zero_point_dequant_parallel(raw, row_x, zw, col, sx, sw, bias, has_bias, out):
+    """_zero_point_dequant over all rows, split over the Numba threads (the GEMM's thread pool)."""
+    for m in prange(raw.shape[0]):
+        _zero_point_dequant(raw, row_x, zw, col, sx, sw, bias, has_bias, out, m, m + 1)
+
+
+@njit(cache=True)
 def _zero_point_dequant(raw, row_x, zw, col, sx, sw, bias, has_bias, out, m0, m1):
     """out[m, n] = float32(float64(raw - row_x[m] zw[n] + col[n]) sx[m] sw[n] (+ bias[n])) for rows m0..m1.
 
@@ -202,9 +208,12 @@ def zero_point_dequant(raw: np.ndarray, q_x: np.ndarray, z_x: int, layer: QLinea
     col = (k * np.int64(z_x) * zw.astype(np.int64) - np.int64(z_x) * layer.row_sums).astype(np.int32)  # [N], wraps
     out = np.empty(raw.shape, np.float32)  # [M, N]
     has_bias = layer.bias is not None
-    run_chunks(_zero_point_dequant, raw.shape[0], raw, row_x, zw, col, np.asarray(s_x, np.float32), layer.scale,
-               layer.bias if has_bias else layer.scale, has_bias, out,
-               threads=None if raw.size >= THREADS_MIN_OUTPUTS else 1)
+    args = (raw, row_x, zw, col, np.asarray(s_x, np.float32), layer.scale, layer.bias if has_bias else layer.scale,
+            has_bias, out)
+    if raw.size >= THREADS_MIN_OUTPUTS:
+        _zero_point_dequant_parallel(*args)
+    else:
+        _zero_point_dequant(*args, 0, raw.shape[0])
     return out
 
 

@@ -105,13 +105,24 @@ class QuantOps(vit.LayerOps):
     def _int_layer(self, name, wa, ba) -> qlinear.QLinear:
         """The layer's QLinear (codes packed once for the kernel), rebuilt only for a new weight or bias array."""
         cached = self._codes.get(name)
-        if cached is None or cached[0] is not wa or cached[1] is not ba:
+        if cached is None or not (_same_array(cached[0], wa) and _same_array(cached[1], ba)):
             ap, wp = self.act[name + ".in"], self.weights[name]
             act = qlinear.Static(float(ap.scale), int(ap.zero), ap.bits)
             layer = qlinear.QLinear(quantize(np.ascontiguousarray(wa, np.float32), wp), wp.scale.reshape(-1),
                                     max(self.wbits, 2), act, zero=wp.zero.reshape(-1), bias=ba)
             cached = self._codes[name] = (wa, ba, layer)
         return cached[2]
+
+
+def _same_array(a, b) -> bool:
+    """True for the same array, or a view of the same memory with the same layout (the patch embedding's
+    weight is reshaped on every forward); the cache holds `a`, so its memory cannot have been reused."""
+    if a is b:
+        return True
+    if a is None or b is None:
+        return False
+    return (a.shape == b.shape and a.strides == b.strides and a.dtype == b.dtype
+            and a.__array_interface__["data"][0] == b.__array_interface__["data"][0])
 
 
 def linear_weights(params: dict, cfg: vit.ViTConfig) -> dict[str, np.ndarray]:
