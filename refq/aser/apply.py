@@ -30,7 +30,7 @@ from refq.aser.smoothing import weight_column_absmax
 from refq.aser.types import BERT_LINEARS, LLAMA_LINEARS, LayerStats
 from refq.autograd import functional as F
 from refq.autograd.engine import Tensor, as_array
-from refq.models.llama import LlamaOps
+from refq.models.ops import ModelOps
 
 
 def llama_linear_weights(params: dict, cfg) -> dict[str, np.ndarray]:
@@ -85,7 +85,7 @@ def quantize_layers(weights: dict[str, np.ndarray], stats: dict[str, LayerStats]
     return layers
 
 
-class QuantizedOps(LlamaOps):
+class QuantizedOps(ModelOps):
     """Linear hook that runs the quantized layers (simulation or integer path) and the rest in float."""
 
     def __init__(self, layers: dict[str, QuantizedLinear], integer: bool = False):

@@ -95,12 +95,12 @@ def llama_linear_names(cfg) -> list[str]:
 
 
 def recording_ops(recorder: StatsRecorder):
-    """A linear hook (LlamaOps interface, optional bias) that records its inputs, then runs in float."""
+    """A linear hook (refq.models.ops.ModelOps protocol) that records its inputs, then runs in float."""
     from refq.autograd import functional as F
     from refq.autograd.engine import as_array
-    from refq.models.llama import LlamaOps
+    from refq.models.ops import ModelOps
 
-    class RecordingOps(LlamaOps):
+    class RecordingOps(ModelOps):
         def linear(self, name, x, w, b=None):
             """Record x [..., I] under `name`, then return x @ w.T + b."""
             if recorder.wants(name):

@@ -7,7 +7,7 @@ token), learned position embedding, pre-norm blocks, LayerNorm with cfg.eps, GEL
 parameter dict, but no Tensor and no
 graph: `forward` returns the logits and a cache of the activations the backward needs, and
 `backward` applies the chain rule layer by layer, in reverse, by hand. Arrays keep the dtype of the
-parameters and the input (float32 like the autograd path). Only full-precision ops (no LayerOps).
+parameters and the input (float32 like the autograd path). Only full-precision ops (no ModelOps hooks).
 Softmax and log-softmax are the plain-array helpers of refq.autograd.ops_nn (no Tensor involved).
 
 Backward rules (g = dL/d output; the same equations as refq.autograd's ops_*):

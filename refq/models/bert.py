@@ -32,6 +32,7 @@ from refq.autograd import Tensor, no_grad
 from refq.autograd import functional as F
 from refq.io.safetensors import read_safetensors
 from refq.models.checks import check_param_shapes
+from refq.models.ops import FLOAT_OPS, ModelOps
 from refq.models.wordpiece import encode_batch, load_vocab
 
 OPTIONAL_KEYS = ("embeddings.position_ids", "pooler.dense.weight", "pooler.dense.bias")  # unused by the encoder
@@ -102,22 +103,12 @@ def embeddings(params: dict, ids: np.ndarray, token_type_ids: np.ndarray, cfg: B
                         eps=cfg.layer_norm_eps)
 
 
-class BertOps:
-    """Full-precision linear layers; a quantized model passes its own object with the same `linear`."""
-
-    def linear(self, name: str, x, w, b=None):
-        return F.linear(x, w, b)  # [..., I] -> [..., O]
-
-
-FLOAT_OPS = BertOps()
-
-
 def _linear(x, params: dict, name: str, ops) -> Tensor:
     return ops.linear(name, x, params[f"{name}.weight"], params[f"{name}.bias"])
 
 
 def self_attention(x: Tensor, mask_bias: np.ndarray, params: dict, prefix: str, cfg: BertConfig,
-                   ops: BertOps = FLOAT_OPS) -> Tensor:
+                   ops: ModelOps = FLOAT_OPS) -> Tensor:
     """Multi-head scaled dot-product self-attention, heads concatenated: [B, T, D] -> [B, T, D]."""
     B, T, D = x.shape
     H, Dh = cfg.num_attention_heads, cfg.head_dim
@@ -133,7 +124,7 @@ def self_attention(x: Tensor, mask_bias: np.ndarray, params: dict, prefix: str, 
 
 
 def layer(x: Tensor, mask_bias: np.ndarray, params: dict, i: int, cfg: BertConfig,
-          ops: BertOps = FLOAT_OPS) -> Tensor:
+          ops: ModelOps = FLOAT_OPS) -> Tensor:
     """One post-norm transformer layer: [B, T, D] -> [B, T, D]."""
     p, eps = f"encoder.layer.{i}", cfg.layer_norm_eps
     a = _linear(self_attention(x, mask_bias, params, f"{p}.attention.self", cfg, ops), params,
@@ -147,7 +138,7 @@ def layer(x: Tensor, mask_bias: np.ndarray, params: dict, i: int, cfg: BertConfi
 
 
 def encode(params: dict, ids: np.ndarray, mask: np.ndarray, cfg: BertConfig,
-           token_type_ids: np.ndarray | None = None, ops: BertOps = FLOAT_OPS) -> Tensor:
+           token_type_ids: np.ndarray | None = None, ops: ModelOps = FLOAT_OPS) -> Tensor:
     """Last hidden states of the encoder: ids, mask [B, T] -> [B, T, D]."""
     if ids.ndim != 2 or mask.shape != ids.shape:
         raise ValueError(f"bert.encode: ids {ids.shape} and mask {mask.shape} must both be [B, T]")
@@ -219,7 +210,7 @@ def load_sentence_model(model_dir: str | Path) -> SentenceModel:
 
 
 def embed_sentences(model: SentenceModel, texts: list[str], batch_size: int = 32,
-                    ops: BertOps = FLOAT_OPS) -> np.ndarray:
+                    ops: ModelOps = FLOAT_OPS) -> np.ndarray:
     """Sentence embeddings [N, D] float32 (mean-pooled, L2-normalized when the model says so)."""
     if isinstance(texts, str) or not texts:
         raise ValueError(f"embed_sentences: expected a non-empty list of strings, got {texts!r:.80}")

@@ -37,6 +37,7 @@ import numpy as np
 from refq.autograd import functional as F
 from refq.io.llama2c import weight_shapes
 from refq.models.checks import check_param_shapes
+from refq.models.ops import FLOAT_OPS, ModelOps
 from refq.models.llama_tokenizer import BOS
 
 NORM_EPS = 1e-5
@@ -116,16 +117,6 @@ def causal_mask(t_query: int, t_key: int, start: int, dtype) -> np.ndarray:
 
 # ---- Tensor path (differentiable) ----------------------------------------------------------------
 
-class LlamaOps:
-    """Full-precision linear layers; quantized models override `linear` and look weights up by name."""
-
-    def linear(self, name: str, x, w):
-        return F.linear(x, w)  # [..., I] x [O, I] -> [..., O]
-
-
-FLOAT_OPS = LlamaOps()
-
-
 def rope(x, cos: np.ndarray, sin: np.ndarray):
     """Rotate each head's channel pairs (2i, 2i+1) of x [B, T, nh, Dh] by the position's angles."""
     B, T, nh, Dh = x.shape
@@ -133,7 +124,7 @@ def rope(x, cos: np.ndarray, sin: np.ndarray):
     return F.add(F.mul(x, cos[:, None, :]), F.mul(swapped, sin[:, None, :]))  # [B, T, nh, Dh]
 
 
-def attention(params: dict, cfg: LlamaConfig, l: int, h, cos, sin, ops: LlamaOps = FLOAT_OPS):
+def attention(params: dict, cfg: LlamaConfig, l: int, h, cos, sin, ops: ModelOps = FLOAT_OPS):
     """Causal grouped-query self-attention of layer l on normalised h [B, T, D]."""
     B, T, D = h.shape
     G, M, Dh = cfg.n_kv_heads, cfg.kv_mul, cfg.head_size
@@ -150,14 +141,14 @@ def attention(params: dict, cfg: LlamaConfig, l: int, h, cos, sin, ops: LlamaOps
     return ops.linear(f"layers.{l}.wo", out, params["wo"][l])
 
 
-def feed_forward(params: dict, l: int, h, ops: LlamaOps = FLOAT_OPS):
+def feed_forward(params: dict, l: int, h, ops: ModelOps = FLOAT_OPS):
     """SwiGLU feed-forward of layer l: W2 (silu(W1 h) * W3 h)."""
     gate = F.silu(ops.linear(f"layers.{l}.w1", h, params["w1"][l]))  # [B, T, D] -> [B, T, H]
     up = ops.linear(f"layers.{l}.w3", h, params["w3"][l])  # [B, T, H]
     return ops.linear(f"layers.{l}.w2", F.mul(gate, up), params["w2"][l])  # [B, T, H] -> [B, T, D]
 
 
-def forward_embeddings(x, params: dict, cfg: LlamaConfig, ops: LlamaOps = FLOAT_OPS):
+def forward_embeddings(x, params: dict, cfg: LlamaConfig, ops: ModelOps = FLOAT_OPS):
     """Logits [B, T, V] from token embeddings x [B, T, D] (Tensor or ndarray) at positions 0..T-1."""
     cos, sin = rope_tables(np.arange(x.shape[1]), cfg.head_size, x.dtype.type)
     for l in range(cfg.n_layers):
@@ -179,7 +170,7 @@ def _check_tokens(tokens: np.ndarray, cfg: LlamaConfig, start: int = 0) -> np.nd
     return tokens.astype(np.int64)
 
 
-def forward(tokens: np.ndarray, params: dict, cfg: LlamaConfig, ops: LlamaOps = FLOAT_OPS):
+def forward(tokens: np.ndarray, params: dict, cfg: LlamaConfig, ops: ModelOps = FLOAT_OPS):
     """Logits Tensor [B, T, V] for token ids [B, T] (differentiable w.r.t. Tensor params)."""
     tokens = _check_tokens(tokens, cfg)
     return forward_embeddings(F.embedding(params["token_embedding_table"], tokens), params, cfg, ops)  # [B, T, D]

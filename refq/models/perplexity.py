@@ -27,7 +27,8 @@ import sys
 import numpy as np
 
 from refq.autograd.engine import no_grad
-from refq.models.llama import FLOAT_OPS, LlamaConfig, LlamaOps, forward
+from refq.models.llama import FLOAT_OPS, LlamaConfig, forward
+from refq.models.ops import ModelOps
 from refq.models.llama_tokenizer import LlamaTokenizer
 
 
@@ -58,7 +59,7 @@ def window_nll(logits: np.ndarray, targets: np.ndarray) -> np.ndarray:
 
 
 def perplexity(params: dict, cfg: LlamaConfig, token_ids: np.ndarray, window: int | None = None,
-               stride: int | None = None, ops: LlamaOps = FLOAT_OPS, batch_size: int = 4,
+               stride: int | None = None, ops: ModelOps = FLOAT_OPS, batch_size: int = 4,
                verbose: bool = False) -> dict:
     """Mean NLL (nats/token) and perplexity of the stream, with the windowing of the module docstring."""
     ids = np.asarray(token_ids)

@@ -2,7 +2,7 @@
 
 Functions over a dict of arrays keyed by timm's own names (`patch_embed.proj.weight`,
 `blocks.0.attn.qkv.weight`, ...). Every linear layer and both attention matmuls go
-through a `LayerOps` object, so that the quantized model of SARDFQ (refq.sardfq)
+through a `refq.models.ops.ModelOps` object, so that the quantized model of SARDFQ (refq.sardfq)
 can swap in fake-quantized or integer versions without touching the model code.
 
 References:
@@ -21,6 +21,7 @@ import numpy as np
 from refq.autograd import Tensor
 from refq.autograd import functional as F
 from refq.models.checks import check_param_shapes
+from refq.models.ops import FLOAT_OPS, ModelOps
 
 
 @dataclass(frozen=True)
@@ -67,20 +68,6 @@ class ViTConfig:
         return cls(**known)
 
 
-class LayerOps:
-    """Full-precision linear layers and attention matmuls; quantized models subclass this."""
-
-    def linear(self, name: str, x, w, b):
-        return F.linear(x, w, b)  # [..., I] -> [..., O]
-
-    def qk(self, name: str, q, k):
-        return F.matmul(q, F.transpose(k, (0, 1, 3, 2)))  # [B, H, N, Dh] x [B, H, Dh, N] -> [B, H, N, N]
-
-    def av(self, name: str, a, v):
-        return F.matmul(a, v)  # [B, H, N, N] x [B, H, N, Dh] -> [B, H, N, Dh]
-
-
-FLOAT_OPS = LayerOps()
 
 
 def init_params(cfg: ViTConfig, rng: np.random.Generator) -> dict[str, np.ndarray]:
@@ -128,7 +115,7 @@ def patchify(x, p: int):
     return F.reshape(x, (B, (H // p) * (W // p), C * p * p))  # -> [B, N, C*p*p]
 
 
-def embed(params: dict, cfg: ViTConfig, x, ops: LayerOps = FLOAT_OPS):
+def embed(params: dict, cfg: ViTConfig, x, ops: ModelOps = FLOAT_OPS):
     """Patch embedding, class (and distillation) token, position embedding (ViT Eq. 1)."""
     B = x.shape[0]
     D, p = cfg.embed_dim, cfg.patch_size
@@ -141,7 +128,7 @@ def embed(params: dict, cfg: ViTConfig, x, ops: LayerOps = FLOAT_OPS):
     return F.add(x, params["pos_embed"])
 
 
-def attention(params: dict, cfg: ViTConfig, i: int, x, ops: LayerOps = FLOAT_OPS):
+def attention(params: dict, cfg: ViTConfig, i: int, x, ops: ModelOps = FLOAT_OPS):
     """Multi-head self-attention of block i; returns (output, post-softmax attention)."""
     B, N, D = x.shape
     H = cfg.num_heads
@@ -156,7 +143,7 @@ def attention(params: dict, cfg: ViTConfig, i: int, x, ops: LayerOps = FLOAT_OPS
     return ops.linear(pre + "proj", out, params[pre + "proj.weight"], params[pre + "proj.bias"]), attn
 
 
-def block(params: dict, cfg: ViTConfig, i: int, x, ops: LayerOps = FLOAT_OPS):
+def block(params: dict, cfg: ViTConfig, i: int, x, ops: ModelOps = FLOAT_OPS):
     """Pre-norm transformer block i (ViT Eq. 2-3); returns (output, attention)."""
     pre = f"blocks.{i}."
     h = F.layer_norm(x, params[pre + "norm1.weight"], params[pre + "norm1.bias"], cfg.eps)
@@ -168,7 +155,7 @@ def block(params: dict, cfg: ViTConfig, i: int, x, ops: LayerOps = FLOAT_OPS):
     return F.add(x, h), attn
 
 
-def head(params: dict, cfg: ViTConfig, x, ops: LayerOps = FLOAT_OPS):
+def head(params: dict, cfg: ViTConfig, x, ops: ModelOps = FLOAT_OPS):
     """Final LayerNorm and classifier on the class token (DeiT: mean of both heads) (ViT Eq. 4)."""
     x = F.layer_norm(x, params["norm.weight"], params["norm.bias"], cfg.eps)  # [B, N, D]
     logits = ops.linear("head", x[:, 0], params["head.weight"], params["head.bias"])  # [B, D] -> [B, classes]
@@ -178,7 +165,7 @@ def head(params: dict, cfg: ViTConfig, x, ops: LayerOps = FLOAT_OPS):
     return logits
 
 
-def forward(params: dict, cfg: ViTConfig, x, return_attn: bool = False, ops: LayerOps = FLOAT_OPS):
+def forward(params: dict, cfg: ViTConfig, x, return_attn: bool = False, ops: ModelOps = FLOAT_OPS):
     """Logits [B, classes] for normalised images x [B, C, H, W]; with return_attn also every block's attention."""
     if tuple(x.shape[1:]) != (cfg.in_chans, cfg.img_size, cfg.img_size):
         raise ValueError(f"vit.forward: input shape {tuple(x.shape)}, config needs [B, {cfg.in_chans}, {cfg.img_size}, {cfg.img_size}]")

@@ -27,6 +27,7 @@ from refq.autograd import functional as F
 from refq.autograd.optim import AdamW, warmup_cosine_lr
 from refq.models import cnn, vit
 from refq.models.distill import DISTILLATIONS, distillation_loss
+from refq.models.ops import ModelOps
 
 
 AUGMENTATIONS = ("crop-flip", "flip", "none")
@@ -68,7 +69,7 @@ def model_of(cfg):
 
 
 def predict(params: dict, cfg, x: np.ndarray, batch_size: int = 500,
-            ops: vit.LayerOps = vit.FLOAT_OPS) -> np.ndarray:
+            ops: ModelOps = vit.FLOAT_OPS) -> np.ndarray:
     """Logits of a ViT (through `ops`) or CNN for normalised images x [N, C, H, W], in batches, without a graph."""
     out = []
     with no_grad():
@@ -81,7 +82,7 @@ def predict(params: dict, cfg, x: np.ndarray, batch_size: int = 500,
 
 
 def accuracy(params: dict, cfg, x: np.ndarray, y: np.ndarray, batch_size: int = 500,
-             ops: vit.LayerOps = vit.FLOAT_OPS) -> float:
+             ops: ModelOps = vit.FLOAT_OPS) -> float:
     """Top-1 accuracy in [0, 1]."""
     return float((predict(params, cfg, x, batch_size, ops).argmax(-1) == y).mean())
 

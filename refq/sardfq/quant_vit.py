@@ -1,4 +1,4 @@
-"""The quantized ViT of SARDFQ's second stage, as a `LayerOps` subclass of refq.models.vit.
+"""The quantized ViT of SARDFQ's second stage, as a `refq.models.ops.ModelOps` subclass.
 
 Quantizers (the I&S-ViT placement, docs/sardfq.md, S5):
 * weights of every linear layer (patch embedding, qkv, proj, fc1, fc2, head): per-output-channel
@@ -35,13 +35,14 @@ import numpy as np
 from refq.autograd import Tensor, no_grad
 from refq.autograd import functional as F
 from refq.models import vit
+from refq.models.ops import ModelOps
 from refq.quant import (ACTIVATION_PERCENTILES, WEIGHT_PERCENTILES, QParams, fake_quant, fit_mse, log2_fake_quant,
                         qlinear, quantize)
 
 PATCH_INPUT = "patch_embed.proj.in"
 
 
-class QuantOps(vit.LayerOps):
+class QuantOps(ModelOps):
     """Fake-quantized (and optionally integer) linear layers and attention matmuls; holds the quantizer ranges."""
 
     def __init__(self, wbits: int, abits: int, input_bits: int | None = 8):
@@ -78,7 +79,7 @@ class QuantOps(vit.LayerOps):
             raise ValueError(f"QuantOps: weight quantizer {name!r} is not initialised; run init_quantizers")
         return fake_quant(w, self.weights[name])
 
-    # ---- LayerOps -----------------------------------------------------------------
+    # ---- ModelOps hooks-------------------------------------------------------------
     def linear(self, name, x, w, b):
         if self.integer and self.quant_act and self.quant_weight and name + ".in" in self.act:
             return self._integer_linear(name, x, w, b)
@@ -126,7 +127,7 @@ def _same_array(a, b) -> bool:
 
 
 def linear_weights(params: dict, cfg: vit.ViTConfig) -> dict[str, np.ndarray]:
-    """Every linear layer's 2-D weight [out, in], keyed by the layer name the model passes to LayerOps."""
+    """Every linear layer's 2-D weight [out, in], keyed by the layer name the model passes to its ops."""
     out = {"patch_embed.proj": params["patch_embed.proj.weight"].reshape(cfg.embed_dim, -1)}  # [D, C*p*p]
     for i in range(cfg.depth):
         for layer in ("attn.qkv", "attn.proj", "mlp.fc1", "mlp.fc2"):

@@ -44,6 +44,7 @@ from refq.autograd import Tensor, no_grad
 from refq.autograd import functional as F
 from refq.autograd.optim import Adam, warmup_cosine_lr
 from refq.models import vit
+from refq.models.ops import ModelOps
 from refq.sardfq import losses
 from refq.sardfq.msr import MSRPlan, msr_crops, sample_msr
 from refq.sardfq.priors import sample_priors
@@ -114,7 +115,7 @@ class SynthResult:
     seconds: float = 0.0
 
 
-class RecordingOps(vit.LayerOps):
+class RecordingOps(ModelOps):
     """Full-precision ops that keep every attention output softmax(QK^T) V (PSE needs them)."""
 
     def __init__(self):

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given, strategies as st
 
 from refq.autograd import Tensor, functional as F
-from refq.models.llama import (KVCache, LlamaConfig, LlamaOps, check_params, forward, forward_embeddings, forward_naive,
+from refq.models.ops import ModelOps
+from refq.models.llama import (KVCache, LlamaConfig, check_params, forward, forward_embeddings, forward_naive,
                                forward_numpy, generate_tokens, init_params, rope, rope_np, rope_tables)
 from refq.models.sampling import Sampler
 from tests.gradcheck import numerical_grad
@@ -152,7 +153,7 @@ def test_gradient_wrt_input_embeddings(rng):
 
 def test_every_linear_layer_goes_through_ops(rng):
     """A quantized model only overrides ops.linear; here a recording twin that doubles wcls's output."""
-    class Recording(LlamaOps):
+    class Recording(ModelOps):
         def __init__(self):
             self.names = []
 
