@@ -11,9 +11,10 @@
   (refq.kernels.quantize_act); abits=None keeps activations in float (W-only quantization).
 
 `forward_sim` is the fake-quantization simulation: float32 x_hat @ W_hat.T. `forward_int` is what an
-integer engine runs: int8 activation codes x int8 (or packed int4) weight codes -> int32 on the Numba GEMMs,
-then the epilogue C * s_t * w_scale[i]; both add the same float low-rank branch and agree up to float32
-rounding of the dot products (the integer sums are exact, the float ones are not).
+integer engine runs, on the shared floor refq.quant.qlinear (this layer as a `QLinear` with per-token
+activations, weights packed once): int8 activation codes x int8 (or packed int4) weight codes -> int32
+on the Numba GEMMs, then the epilogue C * s_t * w_scale[i]; both add the same float low-rank branch and
+agree up to float32 rounding of the dot products (the integer sums are exact, the float ones are not).
 
 References: docs/aser.md, A2 (W per-channel, A per-token) and A5 (the float low-rank branch); ASER, AAAI
 2025 (the LoRA-style branch beside the quantized product);
@@ -42,7 +43,7 @@ class QuantizedLinear:
     lb: np.ndarray | None = None  # float32 [r, I], applied to x_s
     mask_outlier_acts: bool = False
     lr_input_quantized: bool = False
-    _packed: object = field(default=None, init=False, repr=False)  # refq.kernels.PackedWeights, built on first use
+    _int: object = field(default=None, init=False, repr=False)  # its refq.quant.qlinear.QLinear (integer path)
 
     def __post_init__(self):
         fn = "QuantizedLinear"
@@ -82,16 +83,15 @@ class QuantizedLinear:
             w = w + self.la.astype(np.float64) @ self.lb.astype(np.float64)  # [O, r] @ [r, I]
         return w if self.smooth is None else w / self.smooth.astype(np.float64)[None, :]
 
-    def packed_weights(self):
-        """The weight codes in the GEMM kernel's layout (refq.kernels.pack_int8 / pack_int4), packed once."""
-        from refq.kernels import pack_int4, pack_int8
-        from refq.quant.int4 import pack_int4 as pack_nibbles
+    def int_layer(self):
+        """This layer on the shared integer floor (refq.quant.qlinear.QLinear, weights packed once), built on first use."""
+        from refq.quant.qlinear import PerToken, QLinear
 
-        if self._packed is None:
-            packed = (pack_int4(pack_nibbles(self.w_codes, axis=1), self.d_in) if self.wbits <= 4
-                      else pack_int8(self.w_codes))
-            object.__setattr__(self, "_packed", packed)
-        return self._packed
+        if self._int is None:
+            layer = QLinear(self.w_codes, self.w_scale, self.wbits, PerToken(self.abits), la=self.la, lb=self.lb,
+                            lr_input_quantized=self.lr_input_quantized)
+            object.__setattr__(self, "_int", layer)
+        return self._int
 
     def lowrank_params(self) -> int:
         """Extra float parameters r (d_in + d_out) of the low-rank branch."""
@@ -154,14 +154,12 @@ def forward_sim(layer: QuantizedLinear, x: np.ndarray, bias: np.ndarray | None =
 
 
 def forward_int(layer: QuantizedLinear, x: np.ndarray, bias: np.ndarray | None = None) -> np.ndarray:
-    """Integer path: int8 per-token codes x int8/int4 weight codes -> int32 -> dequant, + low-rank branch."""
-    from refq.kernels import dequant_epilogue, gemm_packed, quantize_per_token
+    """Integer path on refq.quant.qlinear: per-token codes of x_s (outliers masked) x the weight codes, + low rank."""
+    from refq.quant import qlinear
 
     x = _check_input(layer, x, bias, "forward_int")
     if layer.abits is None:
         raise ValueError("forward_int: abits=None (float activations) has no integer path; use forward_sim")
     xs, xq = _branch_inputs(layer, x)
-    q_x, s_x = quantize_per_token(np.ascontiguousarray(xq), layer.abits)  # [N, I] int8, [N] float32
-    y = dequant_epilogue(gemm_packed(q_x, layer.packed_weights()), s_x, layer.w_scale)  # [N, O] float32
-    y = y + lowrank_branch(layer, xs)
+    y = qlinear.forward(layer.int_layer(), np.ascontiguousarray(xq), lowrank_x=xs)  # [N, O] float32
     return y if bias is None else y + bias.astype(np.float32)
