@@ -254,15 +254,18 @@ def word_agreement(ref: list[list[dict]], other: list[list[dict]], iou: float = 
     return {"word_agreement": matched / union if union else 1.0, "words": n_other, "words_matched": matched}
 
 
-def score_map(params: dict, cfg, images: list[np.ndarray]) -> np.ndarray:
+def score_map(params: dict, cfg, images: list[np.ndarray], ops=None) -> np.ndarray:
     """Detection score probabilities [B, h, w] of the spotter on the (padded) images."""
     from refq.autograd import Tensor, no_grad
     from refq.spotter import model as M
     from refq.spotter.decode import pad_images
 
+    from refq.models.ops import FLOAT_OPS
+
+    ops = FLOAT_OPS if ops is None else ops
     padded, _ = pad_images(images)
     with no_grad():
-        score_logits, _ = M.det_head(params, cfg, M.backbone(params, Tensor(M.normalize_images(padded))))
+        score_logits, _ = M.det_head(params, cfg, M.backbone(params, Tensor(M.normalize_images(padded)), ops), ops)
     return 1.0 / (1.0 + np.exp(-score_logits.data[:, 0].astype(np.float64)))  # [B, h, w]
 
 
@@ -277,12 +280,13 @@ def bench_spotter(params: dict, cfg, weights: str, n_images: int, size: int, rep
         raise ValueError(f"bench e2e: spotter-size={size}, expected >= 32")
     log(f"spotter: generating {n_images} synthetic {size}x{size} scenes")
     images = [generate_scene(rng, size=(size, size))[0] for _ in range(n_images)]  # uint8 [H, W] each
-    int8_params = quantize_spotter(params, cfg)
-    functions = {"float": lambda: spot_batch(params, cfg, images), "int8": lambda: spot_batch(int8_params, cfg, images)}
+    int8_ops = quantize_spotter(params, cfg)
+    functions = {"float": lambda: spot_batch(params, cfg, images),
+                 "int8": lambda: spot_batch(params, cfg, images, ops=int8_ops)}
     log(f"spotter: warm-up, then {repeat} interleaved rounds of float and int8 spotting")
     outputs = {name: fn() for name, fn in functions.items()}
     times = interleaved_times(functions, repeat)
-    score_diff = float(np.abs(score_map(int8_params, cfg, images) - score_map(params, cfg, images)).max())
+    score_diff = float(np.abs(score_map(params, cfg, images, int8_ops) - score_map(params, cfg, images)).max())
     variants = [{"name": "float", "wbits": None, "abits": None, "max_abs_score_diff": 0.0,
                  **word_agreement(outputs["float"], outputs["float"])},
                 {"name": "int8", "wbits": 8, "abits": 8, "max_abs_score_diff": score_diff,

@@ -129,15 +129,16 @@ def _read_lexicon(path) -> list[str]:
 
 
 def _load_model(checkpoint, int8: bool):
-    """(params, config) of the float model, or the int8-quantized one."""
+    """(params, config, ops) of the model: the float conv hook, or the int8 one (refq.spotter.quantized)."""
+    from refq.models.ops import FLOAT_OPS
     from refq.spotter.infer import load_spotter
 
     params, cfg, _ = load_spotter(checkpoint)
     if int8:
         from refq.spotter.quantized import quantize_spotter
 
-        params = quantize_spotter(params, cfg)
-    return params, cfg
+        return params, cfg, quantize_spotter(params, cfg)
+    return params, cfg, FLOAT_OPS
 
 
 def _run_spot(argv: list[str]) -> int:
@@ -156,8 +157,8 @@ def _run_spot(argv: list[str]) -> int:
             raise ValueError(f"image {path} not found")
     targets = _overlay_targets(Path(args.overlay), paths) if args.overlay else []
     images = [read_image(path, "L", args.max_pixels, hint=" (raise it with --max-pixels)") for path in paths]
-    params, cfg = _load_model(args.checkpoint, args.int8)
-    results = spot_images(params, cfg, images, decoder=decoder, lexicon=lexicon, **_decoding_kw(args))
+    params, cfg, ops = _load_model(args.checkpoint, args.int8)
+    results = spot_images(params, cfg, images, decoder=decoder, lexicon=lexicon, ops=ops, **_decoding_kw(args))
     for target, image, words in zip(targets, images, results):
         draw_overlay(image, words, target)
         _log(f"overlay: {target}")
@@ -217,10 +218,10 @@ def _run_eval(argv: list[str]) -> int:
     else:
         from refq.spotter.infer import evaluate_dataset
 
-        params, cfg = _load_model(args.checkpoint, args.int8)
+        params, cfg, ops = _load_model(args.checkpoint, args.int8)
         _log(f"eval: {'int8' if args.int8 else 'float'} {cfg.tasks} model on {args.data}")
         result = evaluate_dataset(params, cfg, args.data, limit=args.limit, verbose=True, errors=args.errors,
-                                  **_decoding_kw(args))
+                                  ops=ops, **_decoding_kw(args))
     if args.json:
         print(json.dumps(result, indent=2))
         return 0

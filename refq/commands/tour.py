@@ -102,6 +102,7 @@ def _spotter(out: Path) -> None:
     from refq.spotter.infer import load_spotter, spot_images
     from refq.spotter.evaluate import end_to_end_counts
     from refq.spotter.overlay import draw_overlay
+    from refq.models.ops import FLOAT_OPS
     from refq.spotter.quantized import quantize_spotter
 
     params, cfg, _ = load_spotter()
@@ -110,10 +111,10 @@ def _spotter(out: Path) -> None:
     gt_boxes = quad_to_aabb(np.array([w.quad for w in gt]))  # [N, 4] x0 y0 x1 y1
     gt_texts = [w.text for w in gt]
     _say(f"  demo scene ground truth: {' | '.join(gt_texts)}")
-    for name, p in (("float", params), ("int8", quantize_spotter(params, cfg))):
-        spot_images(p, cfg, [image])  # warm-up (Numba compilation on the first int8 call)
+    for name, ops in (("float", FLOAT_OPS), ("int8", quantize_spotter(params, cfg))):
+        spot_images(params, cfg, [image], ops=ops)  # warm-up (Numba compilation on the first int8 call)
         t = time.perf_counter()
-        words = spot_images(p, cfg, [image])[0]
+        words = spot_images(params, cfg, [image], ops=ops)[0]
         ms = 1e3 * (time.perf_counter() - t)
         counts = end_to_end_counts(gt_boxes, gt_texts, np.array([w["box"] for w in words]).reshape(-1, 4),
                                    [w["text"] for w in words])

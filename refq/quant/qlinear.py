@@ -196,19 +196,22 @@ def _zero_point_dequant(raw, row_x, zw, col, sx, sw, bias, has_bias, out, m0, m1
             out[m, n] = np.float32(y)
 
 
-def zero_point_dequant(raw: np.ndarray, q_x: np.ndarray, z_x: int, layer: QLinear, s_x: np.ndarray) -> np.ndarray:
+def zero_point_dequant(raw: np.ndarray, q_x: np.ndarray, z_x: int, layer: QLinear, s_x: np.ndarray,
+                       bias: np.ndarray | None = None) -> np.ndarray:
     """float32 [M, N] = s_x[m] s_w[n] (raw - z_w[n] rowsum(q_x)[m] - z_x rowsum(q_w)[n] + K z_x z_w[n]) + bias[n].
 
     raw: int32 [M, N] = q_x q_w^T (the kernel GEMM). The bracket is the exact centred sum; the rest is
-    the float64 epilogue rounded once to float32; both fused into one pass over [M, N].
+    the float64 epilogue rounded once to float32; both fused into one pass over [M, N]. `bias`
+    (float32 [N]) is the layer's own unless given.
     """
     n, k = layer.codes.shape
     zw = np.zeros(n, np.int32) if layer.zero is None else layer.zero  # [N]
     row_x = q_x.sum(axis=1, dtype=np.int64).astype(np.int32) if layer.zero is not None else np.zeros(len(q_x), np.int32)
     col = (k * np.int64(z_x) * zw.astype(np.int64) - np.int64(z_x) * layer.row_sums).astype(np.int32)  # [N], wraps
     out = np.empty(raw.shape, np.float32)  # [M, N]
-    has_bias = layer.bias is not None
-    args = (raw, row_x, zw, col, np.asarray(s_x, np.float32), layer.scale, layer.bias if has_bias else layer.scale,
+    bias = layer.bias if bias is None else bias
+    has_bias = bias is not None
+    args = (raw, row_x, zw, col, np.asarray(s_x, np.float32), layer.scale, bias if has_bias else layer.scale,
             has_bias, out)
     if raw.size >= THREADS_MIN_OUTPUTS:
         _zero_point_dequant_parallel(*args)
@@ -217,10 +220,11 @@ def zero_point_dequant(raw: np.ndarray, q_x: np.ndarray, z_x: int, layer: QLinea
     return out
 
 
-def forward_codes(layer: QLinear, q_x: np.ndarray, s_x: np.ndarray, z_x: int = 0) -> np.ndarray:
-    """y [M, N] float32 from activation codes q_x int8 [M, K], their scales s_x [M] and zero point z_x (no low rank)."""
+def forward_codes(layer: QLinear, q_x: np.ndarray, s_x: np.ndarray, z_x: int = 0, bias=None) -> np.ndarray:
+    """y [M, N] float32 from activation codes q_x int8 [M, K], their scales s_x [M] and zero point z_x (no low rank);
+    `bias` (float32 [N]) replaces the layer's own when given."""
     raw = gemm_packed(q_x, layer.packed)  # [M, K] x packed [N, K] -> [M, N] int32
-    return zero_point_dequant(raw, q_x, z_x, layer, s_x)
+    return zero_point_dequant(raw, q_x, z_x, layer, s_x, bias)
 
 
 def forward(layer: QLinear, x: np.ndarray, lowrank_x: np.ndarray | None = None) -> np.ndarray:
@@ -234,13 +238,14 @@ def forward(layer: QLinear, x: np.ndarray, lowrank_x: np.ndarray | None = None) 
 
 # ---- the plain definition ------------------------------------------------------------------------------
 
-def forward_codes_reference(layer: QLinear, q_x: np.ndarray, s_x: np.ndarray, z_x: int = 0) -> np.ndarray:
+def forward_codes_reference(layer: QLinear, q_x: np.ndarray, s_x: np.ndarray, z_x: int = 0, bias=None) -> np.ndarray:
     """NumPy twin of forward_codes: int64 sum of the centred codes, float64 epilogue, one rounding to float32."""
+    bias = layer.bias if bias is None else bias
     zw = 0 if layer.zero is None else layer.zero.astype(np.int64)[:, None]
     acc = (q_x.astype(np.int64) - z_x) @ (layer.codes.astype(np.int64) - zw).T  # [M, K] @ [K, N] -> [M, N]
     y = acc.astype(np.float64) * np.asarray(s_x, np.float64)[:, None] * layer.scale.astype(np.float64)[None, :]
-    if layer.bias is not None:
-        y = y + layer.bias.astype(np.float64)[None, :]
+    if bias is not None:
+        y = y + bias.astype(np.float64)[None, :]
     return y.astype(np.float32)
 
 

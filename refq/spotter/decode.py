@@ -34,6 +34,7 @@ import numpy as np
 from scipy import ndimage
 
 from refq.autograd import Tensor, no_grad
+from refq.models.ops import FLOAT_OPS, ModelOps
 from refq.spotter import model as M
 from refq.spotter.boxes import locality_aware_nms
 from refq.spotter.ctc_decode import greedy_decode, lexicon_decode, prefix_beam_search
@@ -157,7 +158,7 @@ def pad_boxes(boxes: np.ndarray, pad: float) -> np.ndarray:
 
 
 def recognize(p: dict, cfg: M.SpotterConfig, feats, boxes, batch_index, decoder: str = "greedy",
-              lexicon=None, beam_width: int = 8) -> tuple[list[str], np.ndarray]:
+              lexicon=None, beam_width: int = 8, ops: ModelOps = FLOAT_OPS) -> tuple[list[str], np.ndarray]:
     """Texts and confidences of image-pixel boxes [R, 4] (read cfg.rec_pad x height wider) on [B, C, h, w] features."""
     if decoder not in DECODERS:
         raise ValueError(f"recognize: decoder={decoder!r}, expected one of {DECODERS}")
@@ -173,7 +174,7 @@ def recognize(p: dict, cfg: M.SpotterConfig, feats, boxes, batch_index, decoder:
     with no_grad():
         for idx in width_batches(widths):
             logits = M.recognizer(p, cfg, M.pool_rois(cfg, feats, boxes[idx], np.asarray(batch_index)[idx],
-                                                      widths[idx]), widths[idx]).data  # [n, T, K]
+                                                      widths[idx]), widths[idx], ops).data  # [n, T, K]
             for row, i in enumerate(idx):
                 frames = logits[row, :widths[i]]  # [W_i, K]
                 ids, confidence, _ = greedy_decode(frames)
@@ -203,7 +204,8 @@ def pad_images(images) -> tuple[np.ndarray, list[tuple[int, int]]]:
 
 def spot_batch(p: dict, cfg: M.SpotterConfig, images, decoder: str = "greedy", lexicon=None,
                score_thresh: float = SCORE_THRESH, nms_iou: float = NMS_IOU,
-               merge_gap: float | None = LINE_MERGE_GAP, drop_empty: bool = True) -> list[list[dict]]:
+               merge_gap: float | None = LINE_MERGE_GAP, drop_empty: bool = True,
+               ops: ModelOps = FLOAT_OPS) -> list[list[dict]]:
     """Words of each grayscale uint8 image: [{'box', 'text', 'score', 'det_score', 'rec_score'}, ...] per image."""
     if not cfg.has_det:
         raise ValueError(f"spot_batch: a tasks={cfg.tasks!r} model has no detection head")
@@ -211,8 +213,8 @@ def spot_batch(p: dict, cfg: M.SpotterConfig, images, decoder: str = "greedy", l
         return []
     padded, sizes = pad_images(images)
     with no_grad():
-        feats = M.backbone(p, Tensor(M.normalize_images(padded)))  # [B, C, h, w]
-        score_logits, geo = M.det_head(p, cfg, feats)  # [B, 1, h, w], [B, 4, h, w]
+        feats = M.backbone(p, Tensor(M.normalize_images(padded)), ops)  # [B, C, h, w]
+        score_logits, geo = M.det_head(p, cfg, feats, ops)  # [B, 1, h, w], [B, 4, h, w]
     score = 1.0 / (1.0 + np.exp(-score_logits.data[:, 0].astype(np.float64)))  # [B, h, w]
     found = [detect_boxes(score[b], geo.data[b], cfg.stride, sizes[b], score_thresh, nms_iou, merge_gap)
              for b in range(len(sizes))]
@@ -220,7 +222,7 @@ def spot_batch(p: dict, cfg: M.SpotterConfig, images, decoder: str = "greedy", l
     det_scores = np.concatenate([f[1] for f in found])  # [R]
     owner = np.concatenate([np.full(len(f[0]), b, np.int64) for b, f in enumerate(found)])  # [R] image index
     if cfg.has_rec:
-        texts, rec_scores = recognize(p, cfg, feats, boxes, owner, decoder, lexicon)
+        texts, rec_scores = recognize(p, cfg, feats, boxes, owner, decoder, lexicon, ops=ops)
     else:
         texts, rec_scores = [""] * len(boxes), np.ones(len(boxes))
     results = [[] for _ in sizes]

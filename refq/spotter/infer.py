@@ -24,6 +24,7 @@ import numpy as np
 
 from refq.autograd import Tensor, no_grad
 from refq.io.npz import load_with_config
+from refq.models.ops import FLOAT_OPS, ModelOps
 from refq.pretrained import SPOTTER_NPZ
 from refq.spotter import model as M
 from refq.spotter.decode import recognize, spot_batch
@@ -60,7 +61,8 @@ def load_arrays(data_dir, limit: int | None = None) -> tuple[list[str], list[np.
     return names, images, [s[1] for s in samples]
 
 
-def recognize_gt(params: dict, cfg: M.SpotterConfig, images, words, batch_size: int = 8) -> tuple[list[str], list[str]]:
+def recognize_gt(params: dict, cfg: M.SpotterConfig, images, words, batch_size: int = 8,
+                 ops: ModelOps = FLOAT_OPS) -> tuple[list[str], list[str]]:
     """Recognizer outputs on the cared ground-truth boxes, and the GT texts (same order)."""
     preds, gts = [], []
     for s in range(0, len(images), batch_size):
@@ -69,9 +71,9 @@ def recognize_gt(params: dict, cfg: M.SpotterConfig, images, words, batch_size: 
         if not sel:
             continue
         with no_grad():
-            feats = M.backbone(params, Tensor(M.normalize_images(np.stack(chunk))))  # [B, C, h, w]
+            feats = M.backbone(params, Tensor(M.normalize_images(np.stack(chunk))), ops)  # [B, C, h, w]
         texts, _ = recognize(params, cfg, feats, np.array([w.box for _, w in sel], np.float64),
-                             np.array([b for b, _ in sel], np.int64))
+                             np.array([b for b, _ in sel], np.int64), ops=ops)
         preds += texts
         gts += [w.text for _, w in sel]
     return preds, gts
@@ -140,7 +142,7 @@ def evaluate_arrays(params: dict, cfg: M.SpotterConfig, images, words, batch_siz
         if errors and cfg.has_rec:
             result["errors"] = end_to_end_errors(words, spotted, names)
     if cfg.has_rec:
-        preds, gts = recognize_gt(params, cfg, images, words, batch_size)
+        preds, gts = recognize_gt(params, cfg, images, words, batch_size, spot_kw.get("ops", FLOAT_OPS))
         result["recognition"] = recognition_metrics(preds, gts) if gts else None
     return result
 

@@ -44,8 +44,8 @@ import numpy as np
 from refq.autograd import Tensor
 from refq.autograd import functional as F
 from refq.models.checks import check_param_shapes
+from refq.models.ops import FLOAT_OPS, ModelOps
 from refq.spotter.alphabet import DIGITS, LOWER, PUNCTUATION, Alphabet
-from refq.spotter.quantized import QuantizedWeight, conv2d_int8
 from refq.spotter.recurrent import bilstm, init_bilstm
 from refq.spotter.text_pool import column_mask, pooled_widths, text_pool
 
@@ -192,35 +192,31 @@ def normalize_images(images) -> np.ndarray:
     return (a.astype(np.float32) / np.float32(127.5) - np.float32(1.0))[:, None]  # [B, H, W] -> [B, 1, H, W]
 
 
-def conv(p: dict, name: str, x, padding=0, dilation=1, stride=1) -> Tensor:
-    """The named convolution (weight and bias from p) applied to x; int8 GEMMs for a `QuantizedWeight`."""
-    w = p[name + ".weight"]
-    if isinstance(w, QuantizedWeight):  # inference only: no graph through the integer kernels
-        xa = x.data if isinstance(x, Tensor) else np.asarray(x)
-        return Tensor(conv2d_int8(xa, w, p[name + ".bias"], stride=stride, padding=padding, dilation=dilation))
-    return F.conv2d(x, w, p[name + ".bias"], stride=stride, padding=padding, dilation=dilation)
+def conv(p: dict, name: str, x, padding=0, dilation=1, stride=1, ops: ModelOps = FLOAT_OPS) -> Tensor:
+    """The named convolution (weight and bias from p) applied to x, through the ops hook (float or int8)."""
+    return ops.conv(name, x, p[name + ".weight"], p[name + ".bias"], stride=stride, padding=padding, dilation=dilation)
 
 
-def backbone(p: dict, x) -> Tensor:
+def backbone(p: dict, x, ops: ModelOps = FLOAT_OPS) -> Tensor:
     """Shared features F: [B, 1, H, W] -> [B, C, H/4, W/4]."""
-    h = F.relu(conv(p, "backbone.conv1", x, padding=1, stride=2))  # [B, 1, H, W] -> [B, 16, H/2, W/2]
-    h = F.relu(conv(p, "backbone.conv2", h, padding=1))  # -> [B, 32, H/2, W/2]
-    h = F.relu(conv(p, "backbone.conv3", h, padding=1, stride=2))  # -> [B, 64, H/4, W/4]
-    return F.relu(conv(p, "backbone.conv4", h, padding=1))  # -> [B, 64, H/4, W/4]
+    h = F.relu(conv(p, "backbone.conv1", x, padding=1, stride=2, ops=ops))  # [B, 1, H, W] -> [B, 16, H/2, W/2]
+    h = F.relu(conv(p, "backbone.conv2", h, padding=1, ops=ops))  # -> [B, 32, H/2, W/2]
+    h = F.relu(conv(p, "backbone.conv3", h, padding=1, stride=2, ops=ops))  # -> [B, 64, H/4, W/4]
+    return F.relu(conv(p, "backbone.conv4", h, padding=1, ops=ops))  # -> [B, 64, H/4, W/4]
 
 
-def det_head(p: dict, cfg: SpotterConfig, feats) -> tuple[Tensor, Tensor]:
+def det_head(p: dict, cfg: SpotterConfig, feats, ops: ModelOps = FLOAT_OPS) -> tuple[Tensor, Tensor]:
     """Score logits [B, 1, h, w] and AABB geometry [B, 4, h, w] (d_top, d_right, d_bottom, d_left in pixels)."""
     h, w = feats.shape[2:]
-    c = F.relu(conv(p, "det.ctx1", feats, padding=1, stride=2))  # [B, C, h, w] -> [B, M, h/2, w/2]
-    c = F.relu(conv(p, "det.ctx2", c, padding=1, stride=2))  # -> [B, M, h/4, w/4] (stride 16)
-    c = F.relu(conv(p, "det.ctx3", c, padding=2, dilation=2))  # [B, M, h/4, w/4]
-    c = F.relu(conv(p, "det.ctx4", c, padding=4, dilation=4))  # [B, M, h/4, w/4]
+    c = F.relu(conv(p, "det.ctx1", feats, padding=1, stride=2, ops=ops))  # [B, C, h, w] -> [B, M, h/2, w/2]
+    c = F.relu(conv(p, "det.ctx2", c, padding=1, stride=2, ops=ops))  # -> [B, M, h/4, w/4] (stride 16)
+    c = F.relu(conv(p, "det.ctx3", c, padding=2, dilation=2, ops=ops))  # [B, M, h/4, w/4]
+    c = F.relu(conv(p, "det.ctx4", c, padding=4, dilation=4, ops=ops))  # [B, M, h/4, w/4]
     up = F.resize_bilinear(c, (h, w))  # -> [B, M, h, w]
-    m = F.relu(conv(p, "det.merge1", F.concat([feats, up], axis=1)))  # [B, C + M, h, w] -> [B, M, h, w]
-    m = F.relu(conv(p, "det.merge2", m, padding=1))  # [B, M, h, w]
-    score_logits = conv(p, "det.score", m)  # -> [B, 1, h, w]
-    geo = F.mul(F.sigmoid(conv(p, "det.geo", m)), cfg.text_scale)  # -> [B, 4, h, w]
+    m = F.relu(conv(p, "det.merge1", F.concat([feats, up], axis=1), ops=ops))  # [B, C + M, h, w] -> [B, M, h, w]
+    m = F.relu(conv(p, "det.merge2", m, padding=1, ops=ops))  # [B, M, h, w]
+    score_logits = conv(p, "det.score", m, ops=ops)  # -> [B, 1, h, w]
+    geo = F.mul(F.sigmoid(conv(p, "det.geo", m, ops=ops)), cfg.text_scale)  # -> [B, 4, h, w]
     return score_logits, geo
 
 
@@ -234,20 +230,20 @@ def pool_rois(cfg: SpotterConfig, feats, boxes, batch_index, widths) -> Tensor:
     return text_pool(feats, boxes, batch_index, widths, cfg.stride, cfg.pool_h)
 
 
-def recognizer(p: dict, cfg: SpotterConfig, pooled, widths) -> Tensor:
+def recognizer(p: dict, cfg: SpotterConfig, pooled, widths, ops: ModelOps = FLOAT_OPS) -> Tensor:
     """Per-column class logits [R, T, K] (T = max W_i) of pooled text features [R, C, 8, T]."""
     mask = column_mask(widths, np.float32)  # [R, 1, 1, T]
     h = pooled
     for name in ("rec.conv1", "rec.conv2", "rec.conv3"):  # height 8 -> 4 -> 2 -> 1
-        h = F.max_pool2d(F.mul(F.relu(conv(p, name, h, padding=1)), mask), (2, 1))  # [R, C', H', T] -> [R, C', H'/2, T]
+        h = F.max_pool2d(F.mul(F.relu(conv(p, name, h, padding=1, ops=ops)), mask), (2, 1))  # [R, C', H', T] -> [R, C', H'/2, T]
     if cfg.recognizer == "fcr":
         for i, d in enumerate(cfg.seq_dilations):  # the "successive conv layers" replacing the BiLSTM
-            step = F.relu(conv(p, f"rec.seq{i + 1}", h, padding=(0, d), dilation=(1, d)))  # [R, C, 1, T]
+            step = F.relu(conv(p, f"rec.seq{i + 1}", h, padding=(0, d), dilation=(1, d), ops=ops))  # [R, C, 1, T]
             h = F.add(h, F.mul(step, mask))  # residual, padding kept at zero
     else:
         seq = F.transpose(F.reshape(h, (h.shape[0], h.shape[1], h.shape[3])), (0, 2, 1))  # [R, C, 1, T] -> [R, T, C]
         seq = bilstm(p, "rec.lstm", seq, np.asarray(widths))  # -> [R, T, 2Hd]
         h = F.reshape(F.transpose(seq, (0, 2, 1)), (seq.shape[0], seq.shape[2], 1, seq.shape[1]))  # -> [R, 2Hd, 1, T]
-    logits = conv(p, "rec.out", h)  # -> [R, K, 1, T]
+    logits = conv(p, "rec.out", h, ops=ops)  # -> [R, K, 1, T]
     logits = F.reshape(logits, (logits.shape[0], logits.shape[1], logits.shape[3]))  # -> [R, K, T]
     return F.transpose(logits, (0, 2, 1))  # -> [R, T, K]

@@ -21,6 +21,7 @@ import time
 import numpy as np
 
 from refq.autograd import Tensor, no_grad
+from refq.models.ops import FLOAT_OPS, ModelOps
 from refq.spotter import model as M
 from refq.spotter.decode import recognize, spot_batch
 from refq.spotter.evaluate import recognition_metrics
@@ -52,7 +53,8 @@ def spot_separate(det: tuple, rec: tuple, images, batch_size: int = 8) -> list[l
     return out
 
 
-def recognizer_ms_per_word(params: dict, cfg: M.SpotterConfig, images, words, batch_size: int = 8) -> float:
+def recognizer_ms_per_word(params: dict, cfg: M.SpotterConfig, images, words, batch_size: int = 8,
+                           ops: ModelOps = FLOAT_OPS) -> float:
     """Wall-clock milliseconds per GT word of the recognition branch alone (features precomputed)."""
     total, n_words = 0.0, 0
     for s in range(0, len(images), batch_size):
@@ -60,18 +62,19 @@ def recognizer_ms_per_word(params: dict, cfg: M.SpotterConfig, images, words, ba
         if not sel:
             continue
         with no_grad():
-            feats = M.backbone(params, Tensor(M.normalize_images(np.stack(images[s:s + batch_size]))))
+            feats = M.backbone(params, Tensor(M.normalize_images(np.stack(images[s:s + batch_size]))), ops)
         start = time.perf_counter()
-        recognize(params, cfg, feats, np.array([w.box for _, w in sel], np.float64), np.array([b for b, _ in sel]))
+        recognize(params, cfg, feats, np.array([w.box for _, w in sel], np.float64), np.array([b for b, _ in sel]),
+                  ops=ops)
         total += time.perf_counter() - start
         n_words += len(sel)
     return 1000.0 * total / max(n_words, 1)
 
 
-def _row(name: str, metrics: dict, params: dict, n_params: int, **extra) -> dict:
+def _row(name: str, metrics: dict, params: dict, n_params: int, ops: ModelOps = FLOAT_OPS, **extra) -> dict:
     """One table row from `evaluate_arrays`-style metrics."""
     det, e2e, rec = metrics.get("detection"), metrics.get("end_to_end"), metrics.get("recognition")
-    return {"model": name, "parameters": n_params, "weight_bytes": weight_bytes(params),
+    return {"model": name, "parameters": n_params, "weight_bytes": weight_bytes(params, ops),
             "det_p": det and det["precision"], "det_r": det and det["recall"], "det_f": det and det["hmean"],
             "e2e_f": e2e and e2e["hmean"], "word_acc": rec and rec["word_accuracy"], "cer": rec and rec["cer"],
             "images_per_second": metrics.get("images_per_second"), **extra}
@@ -89,9 +92,11 @@ def ablation(data_dir, joint=None, det=None, rec=None, lstm=None, int8: bool = T
                      rec_ms_per_word=recognizer_ms_per_word(jp, jcfg, images, words), steps=jman.get("step")))
     if int8:
         log("table: joint model, int8")
-        qp = quantize_spotter(jp, jcfg)
-        rows.append(_row("joint, int8 convolutions", evaluate_arrays(qp, jcfg, images, words), qp, M.param_count(jp),
-                         rec_ms_per_word=recognizer_ms_per_word(qp, jcfg, images, words), steps=jman.get("step")))
+        q_ops = quantize_spotter(jp, jcfg)
+        rows.append(_row("joint, int8 convolutions", evaluate_arrays(jp, jcfg, images, words, ops=q_ops), jp,
+                         M.param_count(jp), q_ops,
+                         rec_ms_per_word=recognizer_ms_per_word(jp, jcfg, images, words, ops=q_ops),
+                         steps=jman.get("step")))
     loaded = {}
     for key, path in (("det", det), ("rec", rec), ("lstm", lstm)):
         if path is not None:
