@@ -69,7 +69,7 @@ def register_ppl(sub) -> None:
 
 
 def register_quantize(sub) -> None:
-    from refq.aser.cli_args import add_quant_arguments
+    from refq.commands._aser_args import add_quant_arguments
 
     q = sub.add_parser("quantize", help="post-training quantization (ASER and baselines), perplexity before/after",
                        description="Quantize every linear inside the transformer blocks with one method (ASER or a "
@@ -90,7 +90,7 @@ def register_quantize(sub) -> None:
 
 
 def _quantize(args) -> int:
-    from refq.aser.cli_args import settings_from_args
+    from refq.commands._aser_args import settings_from_args
     from refq.aser.experiment import prepare_llama, run_llama
 
     settings = settings_from_args(args, default_rank=4)
