@@ -1,4 +1,5 @@
-"""`refq vit ...`: the small Fashion-MNIST ViT (train, eval) and SARDFQ data-free quantization (dfq)."""
+"""`refq vit ...`: the small Fashion-MNIST ViT (train, average, eval), SARDFQ data-free quantization (dfq)
+and its table (table)."""
 from __future__ import annotations
 
 import json
@@ -124,7 +125,112 @@ def register(subparsers) -> None:
     d.add_argument("--save-images", default=None, type=output_file, help="write the calibration images as a PNG grid")
     d.add_argument("--json", action="store_true", help="print a JSON record")
     d.set_defaults(func=_dfq)
+    register_table(sub)
     p.set_defaults(func=lambda args: p.print_help() or 0)
+
+
+def register_table(sub) -> None:
+    """`refq vit table`: the SARDFQ table of docs/sardfq.md (see refq.sardfq.table)."""
+    t = sub.add_parser("table", help="regenerate the SARDFQ table (W4A4/W6A6 calibrations, ablation, seeds)",
+                       description="The SARDFQ table of docs/sardfq.md: FP32; W4A4 and W6A6 with real images, "
+                                   "Gaussian noise, PSAQ-ViT and SARDFQ calibration; the W4A4 APA/MSR/SL ablation; "
+                                   "top-1 mean +- std over --seeds. Markdown goes to stdout; progress to stderr. "
+                                   "With --sweep-alpha, tunes alpha1 on held-out training images instead and "
+                                   "prints one JSON record. See refq.sardfq.table.")
+    t.add_argument("--checkpoint", default=None, type=input_file,
+                   help="refq ViT .npz (default: the shipped Fashion-MNIST ViT)")
+    t.add_argument("--data", default=None, help="Fashion-MNIST folder")
+    t.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    t.add_argument("--iters", type=positive_int, default=None, help="synthesis iterations per round")
+    t.add_argument("--alpha1", type=float_in(0.0, INF), default=None, help="APA weight (default: refq's tuned value)")
+    t.add_argument("--recon-iters", type=nonnegative_int, default=100)
+    t.add_argument("--limit", type=positive_int, default=None, help="evaluate on the first N test images")
+    t.add_argument("--cache", default=None, help="directory for cached calibration images")
+    t.add_argument("--out-md", default=None, type=output_file)
+    t.add_argument("--out-json", default=None, type=output_file, help="every finished run is written here at once")
+    t.add_argument("--resume", action="store_true", help="skip runs already in --out-json")
+    t.add_argument("--records", nargs="+", default=[], metavar="JSON", type=input_file,
+                   help="also take the finished runs of these --out-json files (e.g. parts run in parallel "
+                        "with --subset), so that only the missing runs execute")
+    t.add_argument("--subset", choices=("all", "main", "w4a4", "ablation", "ablation-extra"), default="all",
+                   help="run only part of the grid (w4a4: the four W4A4 calibration rows; ablation-extra: the "
+                        "seven ablation rows not in the main grid, to run beside --subset main)")
+    t.add_argument("--sweep-alpha", type=float, nargs="+", default=None, help="tune alpha1 on held-out images")
+    t.add_argument("--heldout", type=positive_int, default=2000, help="held-out training images for --sweep-alpha")
+    t.set_defaults(func=_table)
+
+
+def _synth_config(args):
+    from refq.sardfq.synthesis import SynthConfig
+
+    changes = {k: v for k, v in (("iters", args.iters), ("alpha1", args.alpha1)) if v is not None}
+    return SynthConfig(**changes)
+
+
+def _table(args) -> int:
+    import time
+    from dataclasses import asdict
+
+    from refq.models.vit_train import accuracy
+    from refq.sardfq import pipeline, table
+
+    start = time.time()
+    params, cfg, _ = pipeline.load_model(args.checkpoint)
+    sc = _synth_config(args)
+    if args.sweep_alpha:
+        hx, hy = pipeline.fashion_mnist(cfg, "train", args.data, args.heldout, offset=60000 - args.heldout)
+        result = table.sweep_alpha(params, cfg, args.sweep_alpha, args.seeds, sc, hx, hy, args.recon_iters)
+        print(json.dumps({"sweep": result, "synth": asdict(sc)}))
+        return 0
+    eval_x, eval_y = pipeline.fashion_mnist(cfg, "test", args.data, args.limit)
+    real_pool, _ = pipeline.fashion_mnist(cfg, "train", args.data)
+    cache = table.ImageCache(params, cfg, sc, real_pool, args.cache)
+    records, part_seconds = _finished_records(args, cache.model)
+    records = table.run_all(params, cfg, eval_x, eval_y, cache, args.seeds, args.recon_iters, records,
+                            _records_writer(args.out_json), table.subset(args.subset))
+    fp_top1 = accuracy(params, cfg, eval_x, eval_y)
+    meta = {"seeds": args.seeds, "n_eval": len(eval_y), "synth_iters": sc.rounds * sc.iters, "batch": sc.batch,
+            "alpha1": sc.alpha1, "recon_iters": args.recon_iters, "seconds": time.time() - start,
+            "part_seconds": part_seconds, "model": cache.model}
+    md = table.to_markdown(records, fp_top1, meta)
+    _write_table(args, md, {"records": records, "fp_top1": fp_top1, "meta": meta, "synth": asdict(sc)})
+    print(md)
+    return 0
+
+
+def _finished_records(args, fingerprint: str) -> tuple[list, list]:
+    """(records of --out-json with --resume plus those of --records, the seconds each --records part took)."""
+    from pathlib import Path
+
+    from refq.sardfq.table import check_records
+
+    records, part_seconds = [], []
+    if args.resume and args.out_json and Path(args.out_json).exists():
+        records = check_records(json.loads(Path(args.out_json).read_text())["records"], fingerprint, args.out_json)
+    for extra in args.records:
+        known = {r["key"] for r in records}
+        part = json.loads(Path(extra).read_text())
+        records += [r for r in check_records(part["records"], fingerprint, extra) if r["key"] not in known]
+        part_seconds.append(part.get("meta", {}).get("seconds", 0.0))
+    return records, part_seconds
+
+
+def _records_writer(out_json):
+    """save(records) for run_all: rewrite --out-json after every run, or None without --out-json."""
+    from pathlib import Path
+
+    if not out_json:
+        return None
+    return lambda records: Path(out_json).write_text(json.dumps({"records": records}, indent=1))
+
+
+def _write_table(args, md: str, document: dict) -> None:
+    from pathlib import Path
+
+    if args.out_md:
+        Path(args.out_md).write_text(md)
+    if args.out_json:
+        Path(args.out_json).write_text(json.dumps(document, indent=1))
 
 
 def _train(args) -> int:
