@@ -3,7 +3,6 @@ and its table (table)."""
 from __future__ import annotations
 
 import json
-import shlex
 import sys
 
 from refq.commands._args import (float_in, input_dir, input_file, nonnegative_int, output_file, positive_float,
@@ -240,7 +239,8 @@ def _train(args) -> int:
     from refq.io.npz import load_npz, save_npz
     from refq.models.cnn import CNNConfig
     from refq.models.vit import ViTConfig, normalize_images
-    from refq.models.vit_train import train, val_split
+    from refq.models.vit_train import (check_held_out, check_resume, command_line, state_path, train,
+                                       trained_manifest, val_split)
 
     if args.arch == "cnn":
         cfg = CNNConfig(img_size=28, in_chans=1, num_classes=10, channels=tuple(args.channels),
@@ -262,9 +262,7 @@ def _train(args) -> int:
         init, init_cfg, init_manifest = load_model(args.init)
         if init_cfg != cfg:
             raise ValueError(f"--init {args.init} has config {init_cfg.to_dict()}, not {cfg.to_dict()}")
-        if args.val_size and _val_size(init_manifest) != args.val_size:
-            raise ValueError(f"--init {args.init} was trained with --val-size {_val_size(init_manifest)}, not "
-                             f"{args.val_size}: it has seen (some of) the images this run would validate on")
+        check_held_out("--init", args.init, init_manifest, args.val_size)
     teacher, teacher_manifest = None, None
     if args.teacher:
         t_params, t_cfg, teacher_manifest = load_model(args.teacher)
@@ -272,24 +270,16 @@ def _train(args) -> int:
                 (cfg.img_size, cfg.in_chans, cfg.num_classes, cfg.mean, cfg.std):
             raise ValueError(f"--teacher {args.teacher}: input or classes differ from the student's "
                              f"({t_cfg.to_dict()} vs {cfg.to_dict()})")
-        if args.val_size and _val_size(teacher_manifest) != args.val_size:
-            raise ValueError(f"--teacher {args.teacher} was trained with --val-size {_val_size(teacher_manifest)}, "
-                             f"not {args.val_size}: it has seen (some of) the images this run would validate on")
+        check_held_out("--teacher", args.teacher, teacher_manifest, args.val_size)
         teacher = (t_params, t_cfg)
-    state_path, resume = _state_path(args.out), None
-    command = _command_line(args, drop="--resume")  # a resumed run records the command it continues
+    state, resume = state_path(args.out), None
+    command = command_line(args.argv_all, drop="--resume")  # a resumed run records the command it continues
     if args.resume:
-        if not state_path.exists():
-            raise ValueError(f"--resume: no saved state {state_path} (it is written after each epoch of a run "
-                             "with --out " + args.out + ")")
-        arrays, meta = load_npz(state_path)
-        if meta.get("command") != command:
-            raise ValueError(f"--resume: {state_path} was written by `{meta.get('command')}`, not `{command}`; "
-                             "resume with the same arguments")
-        resume = (arrays, meta)
+        resume = load_npz(state) if state.exists() else (None, None)
+        check_resume(state, resume[1], command)
 
     def save_state(arrays: dict, meta: dict) -> None:
-        save_npz(state_path, arrays, {**meta, "command": command})
+        save_npz(state, arrays, {**meta, "command": command})
 
     rng = np.random.default_rng(args.seed)
     print(f"training {dict(vit='ViT', cnn='CNN')[args.arch]} {cfg.to_dict()} on {len(x_train)} images"
@@ -303,38 +293,13 @@ def _train(args) -> int:
                             augmentation=args.augment, ema=args.ema, x_val=x_val, y_val=y_val, teacher=teacher,
                             distill=args.distill, distill_weight=args.distill_weight, distill_tau=args.distill_tau,
                             resume=resume, on_epoch=save_state)
-    manifest = {"config": cfg.to_dict(), "command": command, **({"resumed": True} if args.resume else {}),
-                "seed": args.seed, "test_top1": history[-1]["test_top1"], "history": history}
-    if args.val_size:
-        manifest["val_size"], manifest["val_top1"] = args.val_size, history[-1]["val_top1"]
-    if init_manifest is not None:  # the chain of commands that made the weights
-        manifest["init"] = _lineage(init_manifest)
-    if teacher_manifest is not None:
-        manifest["teacher"] = {"path": args.teacher, **_lineage(teacher_manifest)}
+    manifest = trained_manifest(cfg, command, args.seed, history, resumed=args.resume, val_size=args.val_size,
+                                init=init_manifest, teacher=(args.teacher, teacher_manifest) if args.teacher else None)
     save_npz(args.out, params, manifest)
-    state_path.unlink(missing_ok=True)
+    state.unlink(missing_ok=True)
     print(json.dumps({"out": args.out, "test_top1": history[-1]["test_top1"],
                       **({"val_top1": history[-1]["val_top1"]} if args.val_size else {})}))
     return 0
-
-
-def _state_path(out: str):
-    """Where `refq vit train --out OUT` keeps its state between epochs: OUT with the suffix .state.npz."""
-    from pathlib import Path
-
-    out = Path(out)
-    return out.with_name(out.stem + ".state.npz")
-
-
-def _command_line(args, drop: str | None = None) -> str:
-    """The command that made a file, for its manifest, without the flag `drop`."""
-    return "refq " + " ".join(shlex.quote(a) for a in args.argv_all if a != drop)
-
-
-def _lineage(manifest: dict) -> dict:
-    """What a checkpoint made from another one keeps of that one's manifest: how it was made, recursively."""
-    kept = ("command", "seed", "test_top1", "history", "val_size", "init", "soup", "teacher")
-    return {k: manifest[k] for k in kept if k in manifest}
 
 
 def load_model(path: str) -> tuple[dict, object, dict]:
@@ -361,18 +326,9 @@ def _test_top1(params: dict, cfg, data, limit: int | None = None) -> tuple[float
     return accuracy(params, cfg, normalize_images(x[:, None], cfg), y), len(y)
 
 
-def _val_size(manifest: dict) -> int:
-    """Training images a checkpoint held out, over its whole --init chain (0: none, or not the same in every stage)."""
-    sizes = set()
-    while manifest:
-        sizes.add(manifest.get("val_size", 0))
-        manifest = manifest.get("init")
-    return sizes.pop() if len(sizes) == 1 else 0
-
-
 def _average(args) -> int:
     from refq.io.npz import save_npz
-    from refq.models.vit_train import average_weights
+    from refq.models.vit_train import average_weights, command_line, lineage
     from refq.pretrained import load_vit
 
     if len(args.checkpoints) < 2:
@@ -385,8 +341,8 @@ def _average(args) -> int:
     params = average_weights([p for p, _, _ in loaded])
     print(f"averaged {len(loaded)} checkpoints; evaluating on the test set", file=sys.stderr)
     top1, _ = _test_top1(params, cfg, args.data)
-    manifest = {"config": cfg.to_dict(), "command": _command_line(args), "test_top1": top1,
-                "soup": [{"path": path, **_lineage(m)} for path, (_, _, m) in zip(args.checkpoints, loaded)]}
+    manifest = {"config": cfg.to_dict(), "command": command_line(args.argv_all), "test_top1": top1,
+                "soup": [{"path": path, **lineage(m)} for path, (_, _, m) in zip(args.checkpoints, loaded)]}
     save_npz(args.out, params, manifest)
     print(json.dumps({"out": args.out, "test_top1": top1,
                       "ingredients_top1": [m.get("test_top1") for _, _, m in loaded]}))
