@@ -9,6 +9,8 @@ SUBCOMMANDS = {
     "vit": ("train", "average", "eval", "dfq", "table"),
     "lm": ("generate", "ppl", "quantize", "table"),
     "spot": ("run", "eval", "train", "table", "synth"),
+    "minilm": ("quantize",),
+    "bench": ("gemm", "quant", "autograd", "ctc", "e2e", "compile"),
 }
 
 
