@@ -47,7 +47,7 @@ def test_missing_and_directory_inputs(llama, tmp_path, capsys):
     fails(["lm", "generate", "--checkpoint", tmp_path, "--tokenizer", tok], capsys, tmp_path, "directory")
     fails(["lm", "generate", "--checkpoint", ckpt, "--tokenizer", tmp_path], capsys, "--tokenizer", "directory")
     fails(["lm", "ppl", "--checkpoint", ckpt, "--tokenizer", tok, "--text", tmp_path], capsys, "--text", "directory")
-    fails(["spot", tmp_path / "x.png", "--lexicon", tmp_path], capsys, "--lexicon", "directory")
+    fails(["spot", "run", tmp_path / "x.png", "--lexicon", tmp_path], capsys, "--lexicon", "directory")
     fails(["convert", tmp_path, tmp_path / "o.npz"], capsys, "directory")
 
 
@@ -90,10 +90,10 @@ def test_library_os_errors_become_one_line(monkeypatch, tmp_path, capsys):
     (["bench", "gemm", "--sizes", "8", "--pause", "nan"], ["pause=nan"]),
     (["spot", "eval", "--data", "{tmp}", "--limit", "-1"], ["--limit", "-1"]),
     (["vit", "eval", "--limit", "-1"], ["--limit"]),
-    (["spot", "x.png", "--score-thresh", "nan"], ["--score-thresh", "finite"]),
-    (["spot", "x.png", "--score-thresh", "-1"], ["--score-thresh", "-1"]),
+    (["spot", "run", "x.png", "--score-thresh", "nan"], ["--score-thresh", "finite"]),
+    (["spot", "run", "x.png", "--score-thresh", "-1"], ["--score-thresh", "-1"]),
     (["spot", "eval", "--data", "{tmp}", "--nms-iou", "2"], ["--nms-iou"]),
-    (["spot", "x.png", "--max-pixels", "0"], ["--max-pixels"]),
+    (["spot", "run", "x.png", "--max-pixels", "0"], ["--max-pixels"]),
     (["convert", "{tmp}/src.pth", "{tmp}/o.npz", "--vit-heads", "0"], ["--vit-heads"]),
 ])
 def test_nonsense_numbers_are_rejected(argv, needles, tmp_path, capsys):

@@ -21,9 +21,8 @@ Modules (one concept each; import the ones you need, this package imports nothin
   apply         quantize every linear of a model (stories260K LLaMA; MiniLM BERT)
   evaluate      perplexity, embedding cosine / retrieval agreement, layer output error, overhead
   experiment    end-to-end runs (load, calibrate, quantize, evaluate) shared by the CLI and the table
-  cli_args      the command-line options of `refq lm quantize` / `refq minilm quantize`
   sentences     fixed English sentences for MiniLM calibration and evaluation
-  table         the tables of docs/aser.md (`python -m refq.aser.table`)
+  table         the tables of docs/aser.md (`refq lm table`)
 
 References: Zhao et al., "ASER: Activation Smoothing and Error Reconstruction for Large Language Model
 Quantization", AAAI 2025, arXiv:2411.07762; docs/aser.md ("Where refq departs from the paper", notes A1-A8)

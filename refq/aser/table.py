@@ -1,4 +1,4 @@
-"""Regenerate the README's ASER tables: `python -m refq.aser.table [--models stories260k minilm] [--format both]`.
+"""The README's ASER tables, as records and markdown lines (`refq lm table` prints them).
 
 For each model (stories260K: perplexity, lower is better; MiniLM: mean cosine similarity to the FP
 embeddings, higher is better), three tables:
@@ -7,8 +7,7 @@ embeddings, higher is better), three tables:
   2. rank sweep 0 / 4 / 8 / 16 / 32 at W4A8 for LoRC, L2QER and ASER (+ the overhead of each rank);
   3. ablation at W4A8: RTN, ER only, AS only (rank 0), ER + AS (ASER), and variants (diagonal whitening,
      outlier masking, quantized low-rank input, GPTQ base), and for stories260K data-free calibration.
-Markdown goes to stdout, then (format "both" or "json") one JSON document with every record and the
-runtime; progress goes to stderr. Everything is deterministic (the only randomness, the data-free sampler,
+Progress goes to stderr. Everything is deterministic (the only randomness, the data-free sampler,
 uses seed 0). Run with OPENBLAS_NUM_THREADS=1 to time it honestly on a shared machine.
 
 References: ASER, AAAI 2025 (its reported trends: ASER < L2QER < LoRC < SmoothQuant in perplexity at W4A8,
@@ -16,11 +15,7 @@ Activation Smoothing adds to Error Reconstruction (its Table 2), a rank ablation
 """
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import sys
-import time
 from pathlib import Path
 
 from refq.aser.settings import QuantSettings
@@ -119,30 +114,3 @@ def minilm(assets: Path) -> tuple[dict, list[str]]:
                                lambda m, s: run_minilm(exp, m, s, verbose=True), "cosine_mean",
                                HEADLINE_RANK["minilm"])
     return records, lines
-
-
-def main(argv=None) -> int:
-    """Build the requested tables and print them (markdown, JSON or both)."""
-    parser = argparse.ArgumentParser(prog="python -m refq.aser.table", description=__doc__.split("\n")[0])
-    parser.add_argument("--models", nargs="+", choices=("stories260k", "minilm"), default=["stories260k", "minilm"])
-    parser.add_argument("--assets", default=None, help="assets folder (default: $REFQ_ASSETS or ../shared/assets)")
-    parser.add_argument("--format", choices=("markdown", "json", "both"), default="both")
-    args = parser.parse_args(argv)
-    assets = Path(args.assets) if args.assets else default_assets()
-    out, lines = {}, []
-    for model in args.models:
-        start = time.perf_counter()
-        records, model_lines = (stories260k if model == "stories260k" else minilm)(assets)
-        seconds = time.perf_counter() - start
-        out[model] = {**records, "runtime_s": seconds}
-        lines += model_lines + ["", f"({model}: {seconds:.0f} s)", ""]
-        print(f"table: {model} done in {seconds:.0f} s", file=sys.stderr)
-    if args.format in ("markdown", "both"):
-        print("\n".join(lines))
-    if args.format in ("json", "both"):
-        print(json.dumps(out, default=float))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

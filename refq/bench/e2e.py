@@ -21,7 +21,7 @@ outputs agree with the float ones:
   every position. Needs --llama-checkpoint (skipped otherwise).
 * spotter: `refq.spotter.decode.spot_batch` (detection, NMS, text pooling, recognition, CTC decoding) of
   the float model vs the int8 model of `refq.spotter.quantized.quantize_spotter` (every convolution as an
-  im2col GEMM on the int8 kernels; what `refq spot --int8` runs), on `spotter_images` scenes of the seeded
+  im2col GEMM on the int8 kernels; what `refq spot run --int8` runs), on `spotter_images` scenes of the seeded
   synthetic generator (refq.spotter.synth.generate_scene). Agreement: word agreement (words found by both,
   same text, IoU >= 0.5, over the words found by either) and max |score-map probability difference|.
   Model: --spotter-checkpoint, else the shipped refq/weights/spotter.npz (skipped when absent).

@@ -69,7 +69,7 @@ def register_ppl(sub) -> None:
 
 
 def register_quantize(sub) -> None:
-    from refq.aser.cli_args import add_quant_arguments
+    from refq.commands._aser_args import add_quant_arguments
 
     q = sub.add_parser("quantize", help="post-training quantization (ASER and baselines), perplexity before/after",
                        description="Quantize every linear inside the transformer blocks with one method (ASER or a "
@@ -90,7 +90,7 @@ def register_quantize(sub) -> None:
 
 
 def _quantize(args) -> int:
-    from refq.aser.cli_args import settings_from_args
+    from refq.commands._aser_args import settings_from_args
     from refq.aser.experiment import prepare_llama, run_llama
 
     settings = settings_from_args(args, default_rank=4)
@@ -110,11 +110,44 @@ def _quantize(args) -> int:
     return 0
 
 
-SUBCOMMANDS = (register_generate, register_ppl, register_quantize)
+def register_table(sub) -> None:
+    t = sub.add_parser("table", help="regenerate the README's ASER tables (stories260K, MiniLM)",
+                       description="The ASER tables of the README and docs/aser.md: methods x settings, rank sweep "
+                                   "and ablation per model. Markdown goes to stdout, then (--format both or json) "
+                                   "one JSON document with every record and the runtime; progress goes to stderr. "
+                                   "Run with OPENBLAS_NUM_THREADS=1 to time it honestly. See refq.aser.table.")
+    t.add_argument("--models", nargs="+", choices=("stories260k", "minilm"), default=["stories260k", "minilm"])
+    t.add_argument("--assets", default=None, help="assets folder (default: $REFQ_ASSETS or ../shared/assets)")
+    t.add_argument("--format", choices=("markdown", "json", "both"), default="both")
+    t.set_defaults(func=_table)
+
+
+def _table(args) -> int:
+    from pathlib import Path
+
+    from refq.aser.table import default_assets, minilm, stories260k
+
+    assets = Path(args.assets) if args.assets else default_assets()
+    out, lines = {}, []
+    for model in args.models:
+        start = time.perf_counter()
+        records, model_lines = (stories260k if model == "stories260k" else minilm)(assets)
+        seconds = time.perf_counter() - start
+        out[model] = {**records, "runtime_s": seconds}
+        lines += model_lines + ["", f"({model}: {seconds:.0f} s)", ""]
+        print(f"table: {model} done in {seconds:.0f} s", file=sys.stderr)
+    if args.format in ("markdown", "both"):
+        print("\n".join(lines))
+    if args.format in ("json", "both"):
+        print(json.dumps(out, default=float))
+    return 0
+
+
+SUBCOMMANDS = (register_generate, register_ppl, register_quantize, register_table)
 
 
 def register(subparsers) -> None:
-    p = subparsers.add_parser("lm", help="llama2.c language models: generate text, perplexity",
+    p = subparsers.add_parser("lm", help="llama2.c language models: generate text, perplexity, quantize, tables",
                               description="llama2.c checkpoints (e.g. stories260K) on refq's NumPy Llama.")
     sub = p.add_subparsers(dest="lm_command", metavar="LM_COMMAND")
     for register_subcommand in SUBCOMMANDS:

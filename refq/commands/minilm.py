@@ -10,7 +10,7 @@ DEFAULT_RANK = 16
 
 
 def register(subparsers) -> None:
-    from refq.aser.cli_args import add_quant_arguments
+    from refq.commands._aser_args import add_quant_arguments
 
     p = subparsers.add_parser("minilm", help="all-MiniLM-L6-v2 sentence embedder: quantize (ASER and baselines)",
                               description="The sentence-transformers BERT all-MiniLM-L6-v2 on refq's NumPy BERT.")
@@ -32,7 +32,7 @@ def register(subparsers) -> None:
 
 
 def _quantize(args) -> int:
-    from refq.aser.cli_args import settings_from_args
+    from refq.commands._aser_args import settings_from_args
     from refq.aser.experiment import prepare_minilm, run_minilm
 
     settings = settings_from_args(args, default_rank=DEFAULT_RANK)

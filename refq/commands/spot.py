@@ -1,7 +1,7 @@
 """`refq spot ...`: the joint text spotter's command line.
 
-  refq spot IMAGE... [--json] [--overlay OUT.png] [--lexicon FILE] [--decoder greedy|beam|lexicon]
-                     [--checkpoint PATH] [--int8]
+  refq spot run IMAGE... [--json] [--overlay OUT.png] [--lexicon FILE] [--decoder greedy|beam|lexicon]
+                         [--checkpoint PATH] [--int8]
       Spot words with the shipped model (refq/weights/spotter.npz): one line per word
       (image, box x0,y0,x1,y1, text, confidence), or with --json the list
       [{"box": [x0, y0, x1, y1], "text": ..., "score": ..., "det_score": ..., "rec_score": ...}]
@@ -38,17 +38,14 @@ from refq.data.image import MAX_PIXELS
 
 MAX_SIDE = 8192  # `spot synth --size`: pixels per side
 
-_MODES = ("synth", "eval", "train", "table")
-
 
 def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-# ---- synth ---------------------------------------------------------------------------------------
-def _synth_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="refq spot synth",
-                                description="Render a seeded synthetic scene-text dataset in the ICDAR 2015 layout.")
+def register_synth(sub) -> None:
+    p = sub.add_parser("synth", help="render a seeded synthetic dataset (ICDAR 2015 layout)",
+                       description="Render a seeded synthetic scene-text dataset in the ICDAR 2015 layout.")
     p.add_argument("--out", required=True, help="output folder (created if missing)")
     p.add_argument("--n", type=positive_int, required=True, help="number of images")
     p.add_argument("--seed", type=int, required=True, help="dataset seed (image i uses the generator [seed, split, i])")
@@ -61,11 +58,10 @@ def _synth_parser() -> argparse.ArgumentParser:
                    help="fraction of the lines drawn with synthetic bold and/or slant (default 0: plain faces only; "
                         "datasets made with 0 are unchanged by this option)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
-    return p
+    p.set_defaults(func=_synth)
 
 
-def _run_synth(argv: list[str]) -> int:
-    args = _synth_parser().parse_args(argv)
+def _synth(args) -> int:
     from refq.spotter.synth import generate_dataset
 
     if len(args.size) not in (1, 2):
@@ -84,9 +80,9 @@ def _run_synth(argv: list[str]) -> int:
     return 0
 
 
-# ---- spotting images ----------------------------------------------------------------------------------
-def _spot_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="refq spot", description="Spot words (box, text, confidence) in images.")
+def register_run(sub) -> None:
+    p = sub.add_parser("run", help="spot words (box, text, confidence) in images with the shipped model",
+                       description="Spot words (box, text, confidence) in images.")
     p.add_argument("images", nargs="+", metavar="IMAGE", help="image files (converted to grayscale)")
     p.add_argument("--json", action="store_true", help="print JSON records instead of one line per word")
     p.add_argument("--overlay", default=None, metavar="OUT.png", type=output_file,
@@ -102,11 +98,11 @@ def _spot_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-pixels", type=positive_int, default=MAX_PIXELS, metavar="N",
                    help=f"refuse images of more than N pixels, read from the header before decoding "
                         f"(default {MAX_PIXELS:,} = 4096x4096)")
-    return p
+    p.set_defaults(func=_run)
 
 
-def _add_decoding_options(p: argparse.ArgumentParser) -> None:
-    """Detection decoding options shared by `refq spot` and `refq spot eval` (defaults: refq.spotter.decode)."""
+def _add_decoding_options(p) -> None:
+    """Detection decoding options shared by `refq spot run` and `refq spot eval` (defaults: refq.spotter.decode)."""
     p.add_argument("--score-thresh", type=float_in(0.0, 1.0), default=0.8,
                    help="score-map threshold in [0, 1] (default 0.8)")
     p.add_argument("--nms-iou", type=float_in(0.0, 1.0), default=0.2, help="locality-aware NMS IoU (default 0.2)")
@@ -141,8 +137,7 @@ def _load_model(checkpoint, int8: bool):
     return params, cfg, FLOAT_OPS
 
 
-def _run_spot(argv: list[str]) -> int:
-    args = _spot_parser().parse_args(argv)
+def _run(args) -> int:
     from refq.data.image import read_image
     from refq.spotter.infer import spot_images
     from refq.spotter.overlay import draw_overlay
@@ -183,10 +178,9 @@ def _overlay_targets(out: Path, paths: list[Path]) -> list[Path]:
     return targets
 
 
-# ---- eval ----------------------------------------------------------------------------------------------
-def _eval_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="refq spot eval",
-                                description="ICDAR 2015 detection and end-to-end P/R/F on a dataset folder.")
+def register_eval(sub) -> None:
+    p = sub.add_parser("eval", help="ICDAR 2015 detection and end-to-end P/R/F on a dataset folder",
+                       description="ICDAR 2015 detection and end-to-end P/R/F on a dataset folder.")
     p.add_argument("--data", required=True, type=input_dir,
                    help="folder with gt_img_{i}.txt ground truth (and img_{i}.png)")
     p.add_argument("--pred", default=None,
@@ -201,7 +195,7 @@ def _eval_parser() -> argparse.ArgumentParser:
                    help="also list the end-to-end failures: misread words, missed words, false detections "
                         "(when the spotter runs, not with --pred)")
     _add_decoding_options(p)
-    return p
+    p.set_defaults(func=_eval)
 
 
 def _format_scores(title: str, s: dict) -> str:
@@ -209,8 +203,7 @@ def _format_scores(title: str, s: dict) -> str:
             f"(matched {s['matched']}, GT care {s['n_gt_care']}, det care {s['n_det_care']})")
 
 
-def _run_eval(argv: list[str]) -> int:
-    args = _eval_parser().parse_args(argv)
+def _eval(args) -> int:
     if args.pred is not None:
         from refq.spotter.evaluate import evaluate_folder, load_predictions
 
@@ -251,14 +244,14 @@ def _run_eval(argv: list[str]) -> int:
     return 0
 
 
-# ---- train ----------------------------------------------------------------------------------------------
-def _train_parser() -> argparse.ArgumentParser:
+def register_train(sub) -> None:
     import dataclasses
 
-    from refq.spotter.train import TrainConfig
+    from refq.spotter.train_config import TrainConfig
 
     d = TrainConfig()
-    p = argparse.ArgumentParser(prog="refq spot train", description="Seeded training of the joint text spotter.")
+    p = sub.add_parser("train", help="seeded training of the spotter (joint or separate models)",
+                       description="Seeded training of the joint text spotter.")
     p.add_argument("--data", required=True, type=input_dir, help="training folder made by `refq spot synth`")
     p.add_argument("--val", default=None, type=input_dir, help="validation folder (scored every --eval-every steps)")
     p.add_argument("--out", required=True, type=output_file, help="output .npz (rewritten at every evaluation)")
@@ -278,7 +271,7 @@ def _train_parser() -> argparse.ArgumentParser:
         default = getattr(d, f.name)
         p.add_argument("--" + f.name.replace("_", "-"), type=_train_option_type(f.name, default), default=default,
                        help=f"(default {default})")
-    return p
+    p.set_defaults(func=_train)
 
 
 def _train_option_type(name: str, default):
@@ -289,8 +282,7 @@ def _train_option_type(name: str, default):
     return int_in(0, 1 << 31) if name in ("warmup", "crop_words", "crop_margin") else positive_int
 
 
-def _run_train(argv: list[str]) -> int:
-    args = _train_parser().parse_args(argv)
+def _train(args) -> int:
     import dataclasses
     import time
 
@@ -308,7 +300,7 @@ def _run_train(argv: list[str]) -> int:
             log_file.write(msg + "\n")
             log_file.flush()
 
-    command = "refq spot train " + " ".join(shlex.quote(a) for a in argv)
+    command = "refq " + " ".join(shlex.quote(str(a)) for a in args.argv_all)
     tasks = "det" if args.det_only else "rec" if args.rec_only else "joint"
     cfg = M.SpotterConfig(tasks=tasks, recognizer=args.recognizer, rec_pad=args.rec_pad)
     tcfg = TrainConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig)})
@@ -341,10 +333,9 @@ def _run_train(argv: list[str]) -> int:
     return 0
 
 
-# ---- table ----------------------------------------------------------------------------------------------
-def _table_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="refq spot table",
-                                description="Ablation: joint vs separate models, FCR vs BiLSTM, float vs int8.")
+def register_table(sub) -> None:
+    p = sub.add_parser("table", help="the ablation table: joint vs separate models, FCR vs BiLSTM, float vs int8",
+                       description="Ablation: joint vs separate models, FCR vs BiLSTM, float vs int8.")
     p.add_argument("--data", required=True, type=input_dir, help="held-out test folder")
     p.add_argument("--joint", default=None, type=input_file, help="joint model (default: the shipped one)")
     p.add_argument("--det", default=None, type=input_file, help="detection-only model (--det-only)")
@@ -355,11 +346,10 @@ def _table_parser() -> argparse.ArgumentParser:
     p.add_argument("--limit", type=positive_int, default=None, help="first N test images only")
     p.add_argument("--md", default=None, type=output_file, help="also write the markdown table to this file")
     p.add_argument("--json", action="store_true", help="print JSON instead of markdown")
-    return p
+    p.set_defaults(func=_table)
 
 
-def _run_table(argv: list[str]) -> int:
-    args = _table_parser().parse_args(argv)
+def _table(args) -> int:
     from refq.spotter.table import ablation, to_markdown
 
     result = ablation(args.data, joint=args.joint, det=args.det, rec=args.rec, lstm=args.lstm,
@@ -371,23 +361,13 @@ def _run_table(argv: list[str]) -> int:
     return 0
 
 
-def _handle(args: argparse.Namespace) -> int:
-    argv = list(args.argv)
-    if not argv:
-        raise ValueError(f"missing IMAGE or mode ({', '.join(_MODES)}); see refq spot --help")
-    runners = {"synth": _run_synth, "eval": _run_eval, "train": _run_train, "table": _run_table}
-    run, rest = (runners[argv[0]], argv[1:]) if argv[0] in runners else (_run_spot, argv)
-    try:
-        return run(rest)
-    except FileNotFoundError as err:  # a missing font package or input file: one clear line, no traceback
-        raise ValueError(str(err)) from None
-    except SystemExit as err:  # the mode's argparse parser has printed its usage and one-line error (or --help)
-        return err.code if isinstance(err.code, int) else 2
+SUBCOMMANDS = (register_run, register_eval, register_train, register_table, register_synth)
 
 
 def register(subparsers) -> None:
     p = subparsers.add_parser("spot", help="joint text spotter: spot words in images, train, evaluate, synth data",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("argv", nargs=argparse.REMAINDER, metavar="IMAGE... | MODE ...",
-                   help="image files, or synth | eval | train | table followed by its options")
-    p.set_defaults(func=_handle)
+    sub = p.add_subparsers(dest="spot_command", metavar="SPOT_COMMAND")
+    for register_subcommand in SUBCOMMANDS:
+        register_subcommand(sub)
+    p.set_defaults(func=lambda args: p.print_help() or 0)

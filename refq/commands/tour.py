@@ -9,8 +9,7 @@
 3. text spotter: the shipped spotter (refq/weights/spotter.npz) on the shipped demo scene, float and int8,
    scored against its ground truth, with an overlay PNG;
 4. ASER: needs an LLM checkpoint, which cannot ship; the tour prints the command that runs it.
-The full-size experiments are the README's tables (`python -m refq.sardfq.table`, `python -m refq.aser.table`,
-`python -m refq.spotter.table`).
+The full-size experiments are the README's tables (`refq vit table`, `refq lm table`, `refq spot table`).
 """
 from __future__ import annotations
 

@@ -1,8 +1,8 @@
-"""`refq vit ...`: the small Fashion-MNIST ViT (train, eval) and SARDFQ data-free quantization (dfq)."""
+"""`refq vit ...`: the small Fashion-MNIST ViT (train, average, eval), SARDFQ data-free quantization (dfq)
+and its table (table)."""
 from __future__ import annotations
 
 import json
-import shlex
 import sys
 
 from refq.commands._args import (float_in, input_dir, input_file, nonnegative_int, output_file, positive_float,
@@ -124,7 +124,112 @@ def register(subparsers) -> None:
     d.add_argument("--save-images", default=None, type=output_file, help="write the calibration images as a PNG grid")
     d.add_argument("--json", action="store_true", help="print a JSON record")
     d.set_defaults(func=_dfq)
+    register_table(sub)
     p.set_defaults(func=lambda args: p.print_help() or 0)
+
+
+def register_table(sub) -> None:
+    """`refq vit table`: the SARDFQ table of docs/sardfq.md (see refq.sardfq.table)."""
+    t = sub.add_parser("table", help="regenerate the SARDFQ table (W4A4/W6A6 calibrations, ablation, seeds)",
+                       description="The SARDFQ table of docs/sardfq.md: FP32; W4A4 and W6A6 with real images, "
+                                   "Gaussian noise, PSAQ-ViT and SARDFQ calibration; the W4A4 APA/MSR/SL ablation; "
+                                   "top-1 mean +- std over --seeds. Markdown goes to stdout; progress to stderr. "
+                                   "With --sweep-alpha, tunes alpha1 on held-out training images instead and "
+                                   "prints one JSON record. See refq.sardfq.table.")
+    t.add_argument("--checkpoint", default=None, type=input_file,
+                   help="refq ViT .npz (default: the shipped Fashion-MNIST ViT)")
+    t.add_argument("--data", default=None, help="Fashion-MNIST folder")
+    t.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    t.add_argument("--iters", type=positive_int, default=None, help="synthesis iterations per round")
+    t.add_argument("--alpha1", type=float_in(0.0, INF), default=None, help="APA weight (default: refq's tuned value)")
+    t.add_argument("--recon-iters", type=nonnegative_int, default=100)
+    t.add_argument("--limit", type=positive_int, default=None, help="evaluate on the first N test images")
+    t.add_argument("--cache", default=None, help="directory for cached calibration images")
+    t.add_argument("--out-md", default=None, type=output_file)
+    t.add_argument("--out-json", default=None, type=output_file, help="every finished run is written here at once")
+    t.add_argument("--resume", action="store_true", help="skip runs already in --out-json")
+    t.add_argument("--records", nargs="+", default=[], metavar="JSON", type=input_file,
+                   help="also take the finished runs of these --out-json files (e.g. parts run in parallel "
+                        "with --subset), so that only the missing runs execute")
+    t.add_argument("--subset", choices=("all", "main", "w4a4", "ablation", "ablation-extra"), default="all",
+                   help="run only part of the grid (w4a4: the four W4A4 calibration rows; ablation-extra: the "
+                        "seven ablation rows not in the main grid, to run beside --subset main)")
+    t.add_argument("--sweep-alpha", type=float, nargs="+", default=None, help="tune alpha1 on held-out images")
+    t.add_argument("--heldout", type=positive_int, default=2000, help="held-out training images for --sweep-alpha")
+    t.set_defaults(func=_table)
+
+
+def _synth_config(args):
+    from refq.sardfq.synthesis import SynthConfig
+
+    changes = {k: v for k, v in (("iters", args.iters), ("alpha1", args.alpha1)) if v is not None}
+    return SynthConfig(**changes)
+
+
+def _table(args) -> int:
+    import time
+    from dataclasses import asdict
+
+    from refq.models.vit_train import accuracy
+    from refq.sardfq import pipeline, table
+
+    start = time.time()
+    params, cfg, _ = pipeline.load_model(args.checkpoint)
+    sc = _synth_config(args)
+    if args.sweep_alpha:
+        hx, hy = pipeline.fashion_mnist(cfg, "train", args.data, args.heldout, offset=60000 - args.heldout)
+        result = table.sweep_alpha(params, cfg, args.sweep_alpha, args.seeds, sc, hx, hy, args.recon_iters)
+        print(json.dumps({"sweep": result, "synth": asdict(sc)}))
+        return 0
+    eval_x, eval_y = pipeline.fashion_mnist(cfg, "test", args.data, args.limit)
+    real_pool, _ = pipeline.fashion_mnist(cfg, "train", args.data)
+    cache = table.ImageCache(params, cfg, sc, real_pool, args.cache)
+    records, part_seconds = _finished_records(args, cache.model)
+    records = table.run_all(params, cfg, eval_x, eval_y, cache, args.seeds, args.recon_iters, records,
+                            _records_writer(args.out_json), table.subset(args.subset))
+    fp_top1 = accuracy(params, cfg, eval_x, eval_y)
+    meta = {"seeds": args.seeds, "n_eval": len(eval_y), "synth_iters": sc.rounds * sc.iters, "batch": sc.batch,
+            "alpha1": sc.alpha1, "recon_iters": args.recon_iters, "seconds": time.time() - start,
+            "part_seconds": part_seconds, "model": cache.model}
+    md = table.to_markdown(records, fp_top1, meta)
+    _write_table(args, md, {"records": records, "fp_top1": fp_top1, "meta": meta, "synth": asdict(sc)})
+    print(md)
+    return 0
+
+
+def _finished_records(args, fingerprint: str) -> tuple[list, list]:
+    """(records of --out-json with --resume plus those of --records, the seconds each --records part took)."""
+    from pathlib import Path
+
+    from refq.sardfq.table import check_records
+
+    records, part_seconds = [], []
+    if args.resume and args.out_json and Path(args.out_json).exists():
+        records = check_records(json.loads(Path(args.out_json).read_text())["records"], fingerprint, args.out_json)
+    for extra in args.records:
+        known = {r["key"] for r in records}
+        part = json.loads(Path(extra).read_text())
+        records += [r for r in check_records(part["records"], fingerprint, extra) if r["key"] not in known]
+        part_seconds.append(part.get("meta", {}).get("seconds", 0.0))
+    return records, part_seconds
+
+
+def _records_writer(out_json):
+    """save(records) for run_all: rewrite --out-json after every run, or None without --out-json."""
+    from pathlib import Path
+
+    if not out_json:
+        return None
+    return lambda records: Path(out_json).write_text(json.dumps({"records": records}, indent=1))
+
+
+def _write_table(args, md: str, document: dict) -> None:
+    from pathlib import Path
+
+    if args.out_md:
+        Path(args.out_md).write_text(md)
+    if args.out_json:
+        Path(args.out_json).write_text(json.dumps(document, indent=1))
 
 
 def _train(args) -> int:
@@ -134,7 +239,8 @@ def _train(args) -> int:
     from refq.io.npz import load_npz, save_npz
     from refq.models.cnn import CNNConfig
     from refq.models.vit import ViTConfig, normalize_images
-    from refq.models.vit_train import train, val_split
+    from refq.models.vit_train import (check_held_out, check_resume, command_line, state_path, train,
+                                       trained_manifest, val_split)
 
     if args.arch == "cnn":
         cfg = CNNConfig(img_size=28, in_chans=1, num_classes=10, channels=tuple(args.channels),
@@ -156,9 +262,7 @@ def _train(args) -> int:
         init, init_cfg, init_manifest = load_model(args.init)
         if init_cfg != cfg:
             raise ValueError(f"--init {args.init} has config {init_cfg.to_dict()}, not {cfg.to_dict()}")
-        if args.val_size and _val_size(init_manifest) != args.val_size:
-            raise ValueError(f"--init {args.init} was trained with --val-size {_val_size(init_manifest)}, not "
-                             f"{args.val_size}: it has seen (some of) the images this run would validate on")
+        check_held_out("--init", args.init, init_manifest, args.val_size)
     teacher, teacher_manifest = None, None
     if args.teacher:
         t_params, t_cfg, teacher_manifest = load_model(args.teacher)
@@ -166,24 +270,16 @@ def _train(args) -> int:
                 (cfg.img_size, cfg.in_chans, cfg.num_classes, cfg.mean, cfg.std):
             raise ValueError(f"--teacher {args.teacher}: input or classes differ from the student's "
                              f"({t_cfg.to_dict()} vs {cfg.to_dict()})")
-        if args.val_size and _val_size(teacher_manifest) != args.val_size:
-            raise ValueError(f"--teacher {args.teacher} was trained with --val-size {_val_size(teacher_manifest)}, "
-                             f"not {args.val_size}: it has seen (some of) the images this run would validate on")
+        check_held_out("--teacher", args.teacher, teacher_manifest, args.val_size)
         teacher = (t_params, t_cfg)
-    state_path, resume = _state_path(args.out), None
-    command = _command_line(args, drop="--resume")  # a resumed run records the command it continues
+    state, resume = state_path(args.out), None
+    command = command_line(args.argv_all, drop="--resume")  # a resumed run records the command it continues
     if args.resume:
-        if not state_path.exists():
-            raise ValueError(f"--resume: no saved state {state_path} (it is written after each epoch of a run "
-                             "with --out " + args.out + ")")
-        arrays, meta = load_npz(state_path)
-        if meta.get("command") != command:
-            raise ValueError(f"--resume: {state_path} was written by `{meta.get('command')}`, not `{command}`; "
-                             "resume with the same arguments")
-        resume = (arrays, meta)
+        resume = load_npz(state) if state.exists() else (None, None)
+        check_resume(state, resume[1], command)
 
     def save_state(arrays: dict, meta: dict) -> None:
-        save_npz(state_path, arrays, {**meta, "command": command})
+        save_npz(state, arrays, {**meta, "command": command})
 
     rng = np.random.default_rng(args.seed)
     print(f"training {dict(vit='ViT', cnn='CNN')[args.arch]} {cfg.to_dict()} on {len(x_train)} images"
@@ -197,38 +293,13 @@ def _train(args) -> int:
                             augmentation=args.augment, ema=args.ema, x_val=x_val, y_val=y_val, teacher=teacher,
                             distill=args.distill, distill_weight=args.distill_weight, distill_tau=args.distill_tau,
                             resume=resume, on_epoch=save_state)
-    manifest = {"config": cfg.to_dict(), "command": command, **({"resumed": True} if args.resume else {}),
-                "seed": args.seed, "test_top1": history[-1]["test_top1"], "history": history}
-    if args.val_size:
-        manifest["val_size"], manifest["val_top1"] = args.val_size, history[-1]["val_top1"]
-    if init_manifest is not None:  # the chain of commands that made the weights
-        manifest["init"] = _lineage(init_manifest)
-    if teacher_manifest is not None:
-        manifest["teacher"] = {"path": args.teacher, **_lineage(teacher_manifest)}
+    manifest = trained_manifest(cfg, command, args.seed, history, resumed=args.resume, val_size=args.val_size,
+                                init=init_manifest, teacher=(args.teacher, teacher_manifest) if args.teacher else None)
     save_npz(args.out, params, manifest)
-    state_path.unlink(missing_ok=True)
+    state.unlink(missing_ok=True)
     print(json.dumps({"out": args.out, "test_top1": history[-1]["test_top1"],
                       **({"val_top1": history[-1]["val_top1"]} if args.val_size else {})}))
     return 0
-
-
-def _state_path(out: str):
-    """Where `refq vit train --out OUT` keeps its state between epochs: OUT with the suffix .state.npz."""
-    from pathlib import Path
-
-    out = Path(out)
-    return out.with_name(out.stem + ".state.npz")
-
-
-def _command_line(args, drop: str | None = None) -> str:
-    """The command that made a file, for its manifest, without the flag `drop`."""
-    return "refq " + " ".join(shlex.quote(a) for a in args.argv_all if a != drop)
-
-
-def _lineage(manifest: dict) -> dict:
-    """What a checkpoint made from another one keeps of that one's manifest: how it was made, recursively."""
-    kept = ("command", "seed", "test_top1", "history", "val_size", "init", "soup", "teacher")
-    return {k: manifest[k] for k in kept if k in manifest}
 
 
 def load_model(path: str) -> tuple[dict, object, dict]:
@@ -255,18 +326,9 @@ def _test_top1(params: dict, cfg, data, limit: int | None = None) -> tuple[float
     return accuracy(params, cfg, normalize_images(x[:, None], cfg), y), len(y)
 
 
-def _val_size(manifest: dict) -> int:
-    """Training images a checkpoint held out, over its whole --init chain (0: none, or not the same in every stage)."""
-    sizes = set()
-    while manifest:
-        sizes.add(manifest.get("val_size", 0))
-        manifest = manifest.get("init")
-    return sizes.pop() if len(sizes) == 1 else 0
-
-
 def _average(args) -> int:
     from refq.io.npz import save_npz
-    from refq.models.vit_train import average_weights
+    from refq.models.vit_train import average_weights, command_line, lineage
     from refq.pretrained import load_vit
 
     if len(args.checkpoints) < 2:
@@ -279,8 +341,8 @@ def _average(args) -> int:
     params = average_weights([p for p, _, _ in loaded])
     print(f"averaged {len(loaded)} checkpoints; evaluating on the test set", file=sys.stderr)
     top1, _ = _test_top1(params, cfg, args.data)
-    manifest = {"config": cfg.to_dict(), "command": _command_line(args), "test_top1": top1,
-                "soup": [{"path": path, **_lineage(m)} for path, (_, _, m) in zip(args.checkpoints, loaded)]}
+    manifest = {"config": cfg.to_dict(), "command": command_line(args.argv_all), "test_top1": top1,
+                "soup": [{"path": path, **lineage(m)} for path, (_, _, m) in zip(args.checkpoints, loaded)]}
     save_npz(args.out, params, manifest)
     print(json.dumps({"out": args.out, "test_top1": top1,
                       "ingredients_top1": [m.get("test_top1") for _, _, m in loaded]}))

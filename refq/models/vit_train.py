@@ -11,14 +11,17 @@ averaging: a uniform average of finished checkpoints fine-tuned from a common an
 "uniform soup" of Wortsman et al. 2022, "Model soups", Sec. 2). `val_split` holds out a fixed
 part of the training images, so that choices between runs need not be made on the test set.
 `train` can hand its full state to a callback after every epoch and continue from such a state,
-bit for bit as if it had not stopped (`resume`), so that runs of hours survive an interruption.
+bit for bit as if it had not stopped (`resume`), so that runs of hours survive an interruption; `check_resume`
+and `trained_manifest` are the policy of `refq vit train --resume` and of the command lineage a checkpoint keeps.
 The same loop trains the convnet teacher (refq.models.cnn) and, given a teacher, distils it into the ViT
 (DeiT Sec. 4, through the class token; losses in refq.models.distill).
 """
 from __future__ import annotations
 
+import shlex
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -260,3 +263,64 @@ def train(cfg, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_t
         if on_epoch is not None and epoch + 1 < epochs:
             on_epoch(*training_state(params, opt, average, rng, epoch + 1, step, history, time.time() - start))
     return {k: v.astype(np.float32) for k, v in weights().items()}, history
+
+
+# ---- lineage: how a checkpoint records the commands that made it, and how --resume is checked -------------
+LINEAGE_KEYS = ("command", "seed", "test_top1", "history", "val_size", "init", "soup", "teacher")
+
+
+def state_path(out) -> Path:
+    """Where a run writing `out` keeps its state between epochs: `out` with the suffix .state.npz."""
+    out = Path(out)
+    return out.with_name(out.stem + ".state.npz")
+
+
+def command_line(argv, drop: str | None = None) -> str:
+    """The `refq ...` command of argv (without the flag `drop`), as a manifest records it."""
+    return "refq " + " ".join(shlex.quote(str(a)) for a in argv if a != drop)
+
+
+def check_resume(path: Path, meta: dict | None, command: str) -> None:
+    """ValueError unless the saved state at `path` (meta None: absent) was written by the same `command`."""
+    if meta is None:
+        raise ValueError(f"--resume: no saved state {path} (it is written after each epoch of a run with the "
+                         "same --out)")
+    if meta.get("command") != command:
+        raise ValueError(f"--resume: {path} was written by `{meta.get('command')}`, not `{command}`; "
+                         "resume with the same arguments")
+
+
+def lineage(manifest: dict) -> dict:
+    """What a checkpoint made from another one keeps of that one's manifest: how it was made, recursively."""
+    return {k: manifest[k] for k in LINEAGE_KEYS if k in manifest}
+
+
+def held_out_size(manifest: dict) -> int:
+    """Training images a checkpoint held out, over its whole init chain (0: none, or not the same in every stage)."""
+    sizes = set()
+    while manifest:
+        sizes.add(manifest.get("val_size", 0))
+        manifest = manifest.get("init")
+    return sizes.pop() if len(sizes) == 1 else 0
+
+
+def check_held_out(flag: str, path, manifest: dict, val_size: int) -> None:
+    """ValueError if the checkpoint given as `flag` held out other images than this run's `val_size` ones."""
+    if val_size and held_out_size(manifest) != val_size:
+        raise ValueError(f"{flag} {path} was trained with --val-size {held_out_size(manifest)}, not {val_size}: "
+                         "it has seen (some of) the images this run would validate on")
+
+
+def trained_manifest(cfg, command: str, seed: int, history: list, resumed: bool = False, val_size: int = 0,
+                     init: dict | None = None, teacher: tuple | None = None) -> dict:
+    """The manifest of a finished run: config, command, scores, and the lineage of its --init manifest and of
+    its teacher (path, manifest)."""
+    manifest = {"config": cfg.to_dict(), "command": command, **({"resumed": True} if resumed else {}),
+                "seed": seed, "test_top1": history[-1]["test_top1"], "history": history}
+    if val_size:
+        manifest["val_size"], manifest["val_top1"] = val_size, history[-1]["val_top1"]
+    if init is not None:
+        manifest["init"] = lineage(init)
+    if teacher is not None:
+        manifest["teacher"] = {"path": teacher[0], **lineage(teacher[1])}
+    return manifest

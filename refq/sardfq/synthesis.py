@@ -54,7 +54,7 @@ METHODS = ("noise", "psaq", "sardfq")
 # L_APA of the Fashion-MNIST ViT is ~7e-3 at the start (3 APA blocks x 3 heads), so alpha1 = 1e3 puts it
 # at the scale of the soft cross-entropy terms (docs/sardfq.md, S6). Chosen by SARDFQ W4A4 top-1 on 2000
 # held-out *training* images (train[58000:60000]; never the test set), seed 0, default settings:
-# alpha1 = 1e2: 51.85%, 1e3: 53.05%, 1e4: 52.30% (`python -m refq.sardfq.table --sweep-alpha 100 1000 10000
+# alpha1 = 1e2: 51.85%, 1e3: 53.05%, 1e4: 52.30% (`refq vit table --sweep-alpha 100 1000 10000
 # --seeds 0`, run on a 3-epoch/6000-image development ViT while the shipped checkpoint was training).
 DEFAULT_ALPHA1 = 1000.0
 

@@ -1,6 +1,4 @@
-"""Regenerate the SARDFQ table of docs/sardfq.md: main results, the W4A4 ablation, seeds, runtime.
-
-    python -m refq.sardfq.table --out-md sardfq_table.md --out-json sardfq_table.json [--seeds 0 1 2]
+"""The SARDFQ table of docs/sardfq.md: main results, the W4A4 ablation, seeds, runtime (`refq vit table`).
 
 Rows (each cell: top-1 mean +- sample std over the seeds, on the Fashion-MNIST test set by default):
 * FP32;
@@ -8,12 +6,12 @@ Rows (each cell: top-1 mean +- sample std over the seeds, on the Fashion-MNIST t
   (the layout of the paper's main table);
 * the W4A4 ablation of the paper's component table: SARDFQ with every subset of {APA, MSR, SL} ("none" = CE + 0.05 TV inversion).
 Calibration images depend on (model, method, switches, seed) only, so W4A4 and W6A6 share them; they
-are cached in memory and, with --cache DIR, on disk. With --out-json every finished run is written at
-once and --resume skips the runs already in that file. Cached images and records carry a fingerprint of
+are cached in memory and, with a cache directory, on disk; `run_all` hands every finished run to `save`
+and skips the runs already in its records. Cached images and records carry a fingerprint of
 the model's parameters (`model_fingerprint`), so runs of another checkpoint are never mixed in.
 
-`--sweep-alpha A1 A2 ...` instead tunes alpha1 of L_APA on held-out images: SARDFQ W4A4 top-1 on
-`--heldout` Fashion-MNIST *training* images (the last 2000 by default; never the test set). The
+`sweep_alpha` instead tunes alpha1 of L_APA on held-out images: SARDFQ W4A4 top-1 on Fashion-MNIST
+*training* images (`refq vit table --sweep-alpha` takes the last 2000 by default; never the test set). The
 network has seen those images in training, but every alpha1 is scored on the same images and the
 quantity compared is the quantized model's accuracy, which depends on alpha1 only through the
 calibration images.
@@ -23,13 +21,10 @@ S6 (alpha1 search).
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import itertools
-import json
 import sys
-import time
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -126,8 +121,9 @@ class ImageCache:
 
 
 def run_all(params, cfg, eval_x, eval_y, cache: ImageCache, seeds, recon_iters: int, records: list,
-            out_json=None, runs=None, log=_stderr) -> list:
-    """Run every configuration for every seed (skipping keys already in records); returns the records."""
+            save=None, runs=None, log=_stderr) -> list:
+    """Run every configuration for every seed (skipping keys already in records), calling save(records)
+    after each run; returns the records."""
     done = {r["key"] for r in records}
     runs = configurations() if runs is None else runs
     for seed in seeds:
@@ -144,8 +140,8 @@ def run_all(params, cfg, eval_x, eval_y, cache: ImageCache, seeds, recon_iters: 
             record["key"], record["model"] = key, cache.model
             records.append(record)
             log(f"table: {key} top-1 {100 * record['top1']:.2f}%")
-            if out_json:
-                Path(out_json).write_text(json.dumps({"records": records}, indent=1))
+            if save is not None:
+                save(records)
     return records
 
 
@@ -202,66 +198,3 @@ def sweep_alpha(params, cfg, alphas, seeds, sc: SynthConfig, heldout_x, heldout_
             out.append({"alpha1": alpha, "seed": seed, "heldout_top1": record["top1"]})
             log(f"alpha1 {alpha:g} seed {seed}: held-out W4A4 top-1 {100 * record['top1']:.2f}%")
     return out
-
-
-def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m refq.sardfq.table", description=__doc__.split("\n\n")[0])
-    p.add_argument("--checkpoint", default=None, help="refq ViT .npz (default: the shipped Fashion-MNIST ViT)")
-    p.add_argument("--data", default=None, help="Fashion-MNIST folder")
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--iters", type=int, default=SynthConfig.iters, help="synthesis iterations per round")
-    p.add_argument("--alpha1", type=float, default=SynthConfig.alpha1)
-    p.add_argument("--recon-iters", type=int, default=100)
-    p.add_argument("--limit", type=int, default=None, help="evaluate on the first N test images")
-    p.add_argument("--cache", default=None, help="directory for cached calibration images")
-    p.add_argument("--out-md", default=None)
-    p.add_argument("--out-json", default=None)
-    p.add_argument("--resume", action="store_true", help="skip runs already in --out-json")
-    p.add_argument("--records", nargs="+", default=[], metavar="JSON",
-                   help="also take the finished runs of these --out-json files (e.g. parts run in parallel "
-                        "with --subset), so that only the missing runs execute")
-    p.add_argument("--subset", choices=("all", "main", "w4a4", "ablation", "ablation-extra"), default="all",
-                   help="run only part of the grid (w4a4: the four W4A4 calibration rows; ablation-extra: the "
-                        "seven ablation rows not in the main grid, to run beside --subset main)")
-    p.add_argument("--sweep-alpha", type=float, nargs="+", default=None, help="tune alpha1 on held-out images")
-    p.add_argument("--heldout", type=int, default=2000, help="held-out training images for --sweep-alpha")
-    args = p.parse_args(argv)
-    start = time.time()
-    params, cfg, _ = pipeline.load_model(args.checkpoint)
-    sc = SynthConfig(iters=args.iters, alpha1=args.alpha1)
-    if args.sweep_alpha:
-        hx, hy = pipeline.fashion_mnist(cfg, "train", args.data, args.heldout, offset=60000 - args.heldout)
-        result = sweep_alpha(params, cfg, args.sweep_alpha, args.seeds, sc, hx, hy, args.recon_iters)
-        print(json.dumps({"sweep": result, "synth": asdict(sc)}))
-        return 0
-    eval_x, eval_y = pipeline.fashion_mnist(cfg, "test", args.data, args.limit)
-    real_pool, _ = pipeline.fashion_mnist(cfg, "train", args.data)
-    cache = ImageCache(params, cfg, sc, real_pool, args.cache)
-    records = []
-    if args.resume and args.out_json and Path(args.out_json).exists():
-        records = check_records(json.loads(Path(args.out_json).read_text())["records"], cache.model, args.out_json)
-    part_seconds = []
-    for extra in args.records:
-        known = {r["key"] for r in records}
-        part = json.loads(Path(extra).read_text())
-        records += [r for r in check_records(part["records"], cache.model, extra) if r["key"] not in known]
-        part_seconds.append(part.get("meta", {}).get("seconds", 0.0))
-    records = run_all(params, cfg, eval_x, eval_y, cache, args.seeds, args.recon_iters, records, args.out_json,
-                      subset(args.subset))
-    from refq.models.vit_train import accuracy
-    fp_top1 = accuracy(params, cfg, eval_x, eval_y)
-    meta = {"seeds": args.seeds, "n_eval": len(eval_y), "synth_iters": sc.rounds * sc.iters, "batch": sc.batch,
-            "alpha1": sc.alpha1, "recon_iters": args.recon_iters, "seconds": time.time() - start,
-            "part_seconds": part_seconds, "model": cache.model}
-    md = to_markdown(records, fp_top1, meta)
-    if args.out_md:
-        Path(args.out_md).write_text(md)
-    if args.out_json:
-        Path(args.out_json).write_text(json.dumps({"records": records, "fp_top1": fp_top1, "meta": meta,
-                                                   "synth": asdict(sc)}, indent=1))
-    print(md)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from typing import NamedTuple
 
 import numpy as np
@@ -42,26 +42,7 @@ from refq.spotter.decode import detect_boxes, pad_boxes, width_batches
 from refq.spotter.infer import evaluate_arrays
 from refq.spotter.losses import det_loss, rec_loss
 from refq.spotter.targets import batch_targets
-
-
-@dataclass(frozen=True)
-class TrainConfig:
-    steps: int = 5000
-    batch_size: int = 4
-    lr: float = 1e-3
-    warmup: int = 300
-    clip: float = 5.0
-    w_cls: float = 1.0
-    w_geo: float = 1.0
-    w_rec: float = 1.0
-    jitter: float = 0.1
-    pred_from: float = 0.5  # fraction of the steps after which predicted boxes join the RoIs
-    max_rois: int = 64
-    rec_batch: int = 24
-    crop_words: int = 32  # extra recognition words per step, packed as crops into canvases
-    crop_margin: int = 16  # >= the backbone's receptive-field radius (9 px) + one feature pixel of bilinear reach
-    eval_every: int = 500
-    eval_images: int = 100
+from refq.spotter.train_config import TrainConfig
 
 
 def jitter_boxes(boxes: np.ndarray, rng: np.random.Generator, amount: float, image_hw: tuple) -> np.ndarray:

@@ -246,3 +246,23 @@ def test_an_interrupted_run_resumes_from_its_state_file_to_the_same_weights(tmp_
     assert manifest_b["resumed"] and manifest_a["history"][-1]["train_loss"] == manifest_b["history"][-1]["train_loss"]
     assert main(argv + ["--out", str(tmp_path / "none.npz"), "--resume"]) == 2
     assert "no saved state" in capsys.readouterr().err
+
+
+def test_resume_and_lineage_policy(tmp_path):
+    import pytest
+
+    from refq.models.vit_train import check_held_out, check_resume, command_line, lineage, state_path
+
+    assert state_path(tmp_path / "m.npz") == tmp_path / "m.state.npz"
+    command = command_line(["vit", "train", "--out", "m npz", "--resume"], drop="--resume")
+    assert command == "refq vit train --out 'm npz'"
+    check_resume(tmp_path / "s", {"command": command}, command)
+    with pytest.raises(ValueError, match="no saved state"):
+        check_resume(tmp_path / "s", None, command)
+    with pytest.raises(ValueError, match="resume with the same arguments"):
+        check_resume(tmp_path / "s", {"command": "refq vit train"}, command)
+    assert lineage({"command": "c", "seed": 1, "config": {}, "init": {"command": "a"}}) == \
+        {"command": "c", "seed": 1, "init": {"command": "a"}}
+    check_held_out("--init", "a.npz", {"val_size": 5, "init": {"val_size": 5}}, 5)
+    with pytest.raises(ValueError, match="--val-size 0, not 5"):
+        check_held_out("--init", "a.npz", {"val_size": 5, "init": {"val_size": 3}}, 5)

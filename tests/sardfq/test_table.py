@@ -38,16 +38,16 @@ def test_run_all_shares_images_between_bit_widths(tmp_path):
     x, y = rng.standard_normal((6, 1, 8, 8)).astype(np.float32), rng.integers(0, 4, 6)
     cache = table.ImageCache(params, cfg, SynthConfig(batch=2, iters=2, rounds=1), x, tmp_path, log=lambda m: None)
     runs = [{"calib": "psaq", "wbits": w, "abits": w, "apa": True, "msr": True, "sl": True} for w in (4, 6)]
-    out = tmp_path / "t.json"
-    records = table.run_all(params, cfg, x, y, cache, [0], 1, [], out, runs, log=lambda m: None)
-    assert [r["key"] for r in records] == ["psaq-W4A4-seed0", "psaq-W6A6-seed0"]
+    saved = []
+    records = table.run_all(params, cfg, x, y, cache, [0], 1, [], saved.append, runs, log=lambda m: None)
+    assert [r["key"] for r in records] == ["psaq-W4A4-seed0", "psaq-W6A6-seed0"] and len(saved) == 2
     assert len(cache.memory) == 1 and len(list(tmp_path.glob("*.npz"))) == 1
     assert records[0]["seconds"]["synthesis"] == records[1]["seconds"]["synthesis"] > 0
     again = table.run_all(params, cfg, x, y, cache, [0], 1, records, None, runs, log=lambda m: None)
     assert len(again) == 2  # finished keys are skipped
 
 
-def test_main_takes_finished_runs_from_other_files(tmp_path, capsys):
+def test_vit_table_takes_finished_runs_from_other_files(tmp_path, capsys):
     import json
 
     import pytest
@@ -58,14 +58,15 @@ def test_main_takes_finished_runs_from_other_files(tmp_path, capsys):
         pytest.skip(f"Fashion-MNIST not installed in {fm.DEFAULT_ROOT} (Debian package dataset-fashion-mnist)")
     cfg = vit.ViTConfig(embed_dim=8, depth=2, num_heads=2, patch_size=7, mean=(fm.MEAN,), std=(fm.STD,))
     save_npz(tmp_path / "vit.npz", vit.init_params(cfg, np.random.default_rng(0)), {"config": cfg.to_dict()})
-    common = ["--checkpoint", str(tmp_path / "vit.npz"), "--seeds", "0", "--iters", "2", "--recon-iters", "1",
+    from refq.cli import main
+    common = ["vit", "table", "--checkpoint", str(tmp_path / "vit.npz"), "--seeds", "0", "--iters", "2", "--recon-iters", "1",
               "--limit", "20", "--subset", "w4a4"]
-    assert table.main(common + ["--out-json", str(tmp_path / "a.json")]) == 0
+    assert main(common + ["--out-json", str(tmp_path / "a.json")]) == 0
     first = json.loads((tmp_path / "a.json").read_text())["records"]
     assert [r["key"] for r in first] == ["real-W4A4-seed0", "noise-W4A4-seed0", "psaq-W4A4-seed0",
                                          "sardfq-W4A4-apa1-msr1-sl1-seed0"]
     capsys.readouterr()
-    assert table.main(common + ["--records", str(tmp_path / "a.json"), "--out-json", str(tmp_path / "b.json")]) == 0
+    assert main(common + ["--records", str(tmp_path / "a.json"), "--out-json", str(tmp_path / "b.json")]) == 0
     assert "table: " not in capsys.readouterr().err  # nothing ran again
     assert json.loads((tmp_path / "b.json").read_text())["records"] == first
 

@@ -29,7 +29,7 @@ def data(tmp_path_factory):
 
 
 def test_json_records(data, capsys):
-    assert main(["spot", str(data / "set" / "img_1.png"), "--json", "--checkpoint", str(data / "tiny.npz")]) == 0
+    assert main(["spot", "run", str(data / "set" / "img_1.png"), "--json", "--checkpoint", str(data / "tiny.npz")]) == 0
     words = json.loads(capsys.readouterr().out)
     assert isinstance(words, list) and words
     for w in words:
@@ -42,12 +42,12 @@ def test_json_records(data, capsys):
 def test_several_images_text_lines_and_overlay(data, capsys):
     images = [str(data / "set" / f"img_{i}.png") for i in (1, 2)]
     overlay = data / "over.png"
-    assert main(["spot", *images, "--checkpoint", str(data / "tiny.npz"), "--overlay", str(overlay)]) == 0
+    assert main(["spot", "run", *images, "--checkpoint", str(data / "tiny.npz"), "--overlay", str(overlay)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     name, box, text, score = lines[0].split("\t")
     assert name in ("img_1.png", "img_2.png") and len(box.split(",")) == 4 and text == "a" and 0 <= float(score) <= 1
     assert (data / "over_img_1.png").exists() and (data / "over_img_2.png").exists()
-    assert main(["spot", *images, "--json", "--checkpoint", str(data / "tiny.npz")]) == 0
+    assert main(["spot", "run", *images, "--json", "--checkpoint", str(data / "tiny.npz")]) == 0
     payload = json.loads(capsys.readouterr().out)
     assert [item["image"] for item in payload] == ["img_1.png", "img_2.png"]
 
@@ -61,9 +61,9 @@ def test_eval_runs_the_model(data, capsys):
 
 
 def test_errors_exit_2(data):
-    assert main(["spot", str(data / "missing.png"), "--checkpoint", str(data / "tiny.npz")]) == 2
-    assert main(["spot", str(data / "set" / "img_1.png"), "--checkpoint", str(data / "none.npz")]) == 2
-    assert main(["spot", str(data / "set" / "img_1.png"), "--decoder", "lexicon",
+    assert main(["spot", "run", str(data / "missing.png"), "--checkpoint", str(data / "tiny.npz")]) == 2
+    assert main(["spot", "run", str(data / "set" / "img_1.png"), "--checkpoint", str(data / "none.npz")]) == 2
+    assert main(["spot", "run", str(data / "set" / "img_1.png"), "--decoder", "lexicon",
                  "--checkpoint", str(data / "tiny.npz")]) == 2
 
 
@@ -76,7 +76,7 @@ def png_bytes(width: int, height: int, idat: bytes = b"") -> bytes:
 
 
 def spot_error(data, capsys, image, *extra) -> str:
-    assert main(["spot", str(image), "--checkpoint", str(data / "tiny.npz"), *extra]) == 2
+    assert main(["spot", "run", str(image), "--checkpoint", str(data / "tiny.npz"), *extra]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1, err
     return err
@@ -137,7 +137,7 @@ def test_decoders_and_int8(data, capsys, extra):
     lexicon.write_text("b\nab\na\n")
     extra = [str(lexicon) if e == "LEX" else e for e in extra]
     image = str(data / "set" / "img_1.png")
-    assert main(["spot", image, "--json", "--checkpoint", str(data / "tiny.npz"), *extra]) == 0
+    assert main(["spot", "run", image, "--json", "--checkpoint", str(data / "tiny.npz"), *extra]) == 0
     words = json.loads(capsys.readouterr().out)
     assert words and all(w["text"] == "a" for w in words)
 
@@ -151,7 +151,7 @@ def test_merge_options_reach_the_decoder(data, monkeypatch, capsys):
     monkeypatch.setattr(infer, "spot_images", lambda *a, **kw: seen.append(kw["merge_gap"]) or real(*a, **kw))
     image, ckpt = str(data / "set" / "img_1.png"), str(data / "tiny.npz")
     for extra in ([], ["--merge-gap", "0.25"], ["--no-merge"]):
-        assert main(["spot", image, "--json", "--checkpoint", ckpt] + extra) == 0
+        assert main(["spot", "run", image, "--json", "--checkpoint", ckpt] + extra) == 0
     capsys.readouterr()
     assert seen == [LINE_MERGE_GAP, 0.25, None]  # the CLI default is the decoder's
 

@@ -1,11 +1,11 @@
-"""Command-line options of the ASER commands (refq.aser.cli_args) and their mapping to QuantSettings."""
+"""Command-line options of the ASER commands (refq.commands._aser_args) and their mapping to QuantSettings."""
 from __future__ import annotations
 
 import argparse
 
 import pytest
 
-from refq.aser.cli_args import add_quant_arguments, settings_from_args
+from refq.commands._aser_args import add_quant_arguments, settings_from_args
 from refq.cli import build_parser
 
 
