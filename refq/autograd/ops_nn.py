@@ -2,7 +2,7 @@
 
   relu(x)     = max(x, 0)                  relu'   = [x > 0]
   gelu(x)     = x Phi(x) (erf)             gelu'   = Phi(x) + x phi(x)        (Hendrycks & Gimpel 2016, Eq. 1)
-                (float32: the erfc polynomial of refq.autograd.gelu_f32)
+                (float32: the erfc polynomial of refq.kernels.gelu)
   silu(x)     = x s(x), s = sigmoid        silu'   = s (1 + x (1 - s))        (Elfwing et al. 2018)
   tanh'       = 1 - tanh^2                 sigmoid' = s (1 - s)
   softmax:      dx = y * (g - sum(g * y))                  along the softmax axis
@@ -26,7 +26,7 @@ import numpy as np
 from scipy.special import erf, expit
 
 from refq.autograd.engine import Function
-from refq.autograd.gelu_f32 import gelu_f32, gelu_grad_f32
+from refq.kernels.gelu import gelu_f32, gelu_grad_f32
 from refq.autograd.ops_elementwise import wants_grad
 
 _INV_SQRT2 = 1.0 / math.sqrt(2.0)
@@ -44,7 +44,7 @@ class Relu(Function):
 
 class Gelu(Function):
     """GELU x * Phi(x), Phi the standard normal CDF: exact erf, or for float32 the one-pass kernel of
-    refq.autograd.gelu_f32 (erfc polynomial, |error| <= 1.5e-7, tested against this form)."""
+    refq.kernels.gelu (erfc polynomial, |error| <= 1.5e-7, tested against this form)."""
 
     def forward(self, x):
         if x.dtype == np.float32 and not self.needs_grad:

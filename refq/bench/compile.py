@@ -37,8 +37,8 @@ from refq.kernels import (dequant_epilogue, gemm_int4, gemm_int4_plain, gemm_int
 from refq.quant.int4 import pack_int4
 from refq.quant.qlinear import QLinear, Static, forward as qlinear_forward
 from refq.spotter.ctc import ctc_log_likelihoods, ctc_loss_and_grad
-from refq.autograd.gelu_f32 import gelu_f32, gelu_grad_f32
-from refq.quant.fake_f32 import log2_fake_quant_f32, quantize_rows_f32, uniform_fake_quant_f32
+from refq.kernels.gelu import gelu_f32, gelu_grad_f32
+from refq.kernels.fake_quant import log2_fake_quant_f32, quantize_rows_f32, uniform_fake_quant_f32
 t1 = time.perf_counter()
 times = {}
 rng = np.random.default_rng(0)

@@ -3,7 +3,7 @@
 The plain twin of refq.models.vit, the baseline of `refq bench autograd`: the same network (timm
 layout, patch embedding as a matmul over flattened patches, class token (and DeiT distillation
 token), learned position embedding, pre-norm blocks, LayerNorm with cfg.eps, GELU as in the autograd
-(float32: refq.autograd.gelu_f32), head on the class token, DeiT: mean of the two heads), the same
+(float32: refq.kernels.gelu), head on the class token, DeiT: mean of the two heads), the same
 parameter dict, but no Tensor and no
 graph: `forward` returns the logits and a cache of the activations the backward needs, and
 `backward` applies the chain rule layer by layer, in reverse, by hand. Arrays keep the dtype of the
@@ -34,7 +34,7 @@ import math
 import numpy as np
 from scipy.special import erf
 
-from refq.autograd.gelu_f32 import gelu_f32, gelu_grad_f32
+from refq.kernels.gelu import gelu_f32, gelu_grad_f32
 from refq.autograd.ops_nn import log_softmax_array, softmax_array
 from refq.models.vit import ViTConfig
 

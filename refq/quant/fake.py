@@ -7,14 +7,14 @@ FakeQuant (uniform quantizer with fixed QParams; used by SARDFQ's block reconstr
 
   round's derivative is taken as 1 (STE), clip's as 1 where it is inactive and 0 where it saturates,
   as in the I&S-ViT quantizer (round_ste, then clamp). Forward values keep x's dtype.
-  Per-tensor float32 inputs take the one-pass kernel of refq.quant.fake_f32 (same values and mask).
+  Per-tensor float32 inputs take the one-pass kernel of refq.kernels.fake_quant (same values and mask).
 
 Log2FakeQuant (plain log2 quantizer of refq.quant.log2 for post-softmax attention):
 
     forward   a_hat = 2^-clip(round(-log2 a), 0, 2^b - 1)
     backward  dL/da = dL/da_hat * 1[round(-log2 a) <= 2^b - 1]       (0 where a saturates at the smallest level)
 
-  float32 inputs take the one-pass kernel of refq.quant.fake_f32 (same values and mask).
+  float32 inputs take the one-pass kernel of refq.kernels.fake_quant (same values and mask).
 
 LSQFakeQuant (Esser et al. 2020), with a learnable step size s (per tensor, or per channel along `axis`):
 
@@ -37,7 +37,7 @@ from __future__ import annotations
 import numpy as np
 
 from refq.autograd.engine import Function, Tensor
-from refq.quant.fake_f32 import log2_fake_quant_f32, uniform_fake_quant_f32
+from refq.kernels.fake_quant import log2_fake_quant_f32, uniform_fake_quant_f32
 from refq.quant.log2 import neg_log2, validate_probabilities
 from refq.quant.params import QParams, broadcast_params, normalize_axis, validate_bits, validate_float_array
 from refq.quant.uniform import compute_dtype

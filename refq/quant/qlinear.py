@@ -33,9 +33,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from numba import njit, prange
 
 from refq.kernels import PackedWeights, gemm_packed, pack_int4, pack_int8, quantize_per_token
+from refq.kernels.epilogue import _zero_point_dequant, _zero_point_dequant_parallel
 from refq.kernels.int8_gemm import THREADS_MIN_OUTPUTS
 from refq.quant.int4 import pack_int4 as pack_nibbles
 
@@ -136,7 +136,7 @@ def _check_x(layer: QLinear, x, fn: str) -> np.ndarray:
 
 def quantize_input(layer: QLinear, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """(codes int8 [M, K], scales float32 [M], zero point z_x) of x [M, K] under the layer's activation quantizer."""
-    from refq.quant.fake_f32 import quantize_rows_f32
+    from refq.kernels.fake_quant import quantize_rows_f32
     from refq.quant.params import QParams
     from refq.quant.uniform import quantize
 
@@ -169,32 +169,6 @@ def lowrank_branch(layer: QLinear, x: np.ndarray) -> np.ndarray | None:
 
 
 # ---- the fast path -------------------------------------------------------------------------------------
-
-@njit(cache=True, parallel=True)
-def _zero_point_dequant_parallel(raw, row_x, zw, col, sx, sw, bias, has_bias, out):
-    """_zero_point_dequant over all rows, split over the Numba threads (the GEMM's thread pool)."""
-    for m in prange(raw.shape[0]):
-        _zero_point_dequant(raw, row_x, zw, col, sx, sw, bias, has_bias, out, m, m + 1)
-
-
-@njit(cache=True)
-def _zero_point_dequant(raw, row_x, zw, col, sx, sw, bias, has_bias, out, m0, m1):
-    """out[m, n] = float32(float64(raw - row_x[m] zw[n] + col[n]) sx[m] sw[n] (+ bias[n])) for rows m0..m1.
-
-    The bracket is computed in int32: int32 arithmetic wraps modulo 2^32, so the bracket is exact whenever
-    its true value fits in int32 (K <= K_MAX_ZERO_POINTS), and int32 -> float64 conversion vectorises where
-    int64 would not.
-    """
-    for m in range(m0, m1):
-        r = row_x[m]
-        s = np.float64(sx[m])
-        for n in range(raw.shape[1]):
-            acc = np.int32(np.int32(raw[m, n] - np.int32(r * zw[n])) + col[n])
-            y = np.float64(acc) * s * np.float64(sw[n])
-            if has_bias:
-                y = y + np.float64(bias[n])
-            out[m, n] = np.float32(y)
-
 
 def zero_point_dequant(raw: np.ndarray, q_x: np.ndarray, z_x: int, layer: QLinear, s_x: np.ndarray,
                        bias: np.ndarray | None = None) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""The float32 GELU kernels (refq.autograd.gelu_f32) against the exact float64 erf form."""
+"""The float32 GELU kernels (refq.kernels.gelu) against the exact float64 erf form."""
 import math
 
 import numpy as np
@@ -10,7 +10,7 @@ from scipy.special import erf
 
 from refq.autograd import Tensor
 from refq.autograd import functional as F
-from refq.autograd.gelu_f32 import gelu_f32, gelu_grad_f32
+from refq.kernels.gelu import gelu_f32, gelu_grad_f32
 
 
 def exact(x):

@@ -1,4 +1,4 @@
-"""The one-pass float32 fake quantizers (refq.quant.fake_f32) equal the plain NumPy definitions bit for bit."""
+"""The one-pass float32 fake quantizers (refq.kernels.fake_quant) equal the plain NumPy definitions bit for bit."""
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -7,7 +7,7 @@ from hypothesis.extra.numpy import arrays
 
 from refq.autograd import Tensor
 from refq.quant.fake import fake_quant, fake_quant_plain, log2_fake_quant, log2_fake_quant_plain
-from refq.quant.fake_f32 import log2_fake_quant_f32, quantize_rows_f32, uniform_fake_quant_f32
+from refq.kernels.fake_quant import log2_fake_quant_f32, quantize_rows_f32, uniform_fake_quant_f32
 from refq.quant.params import QParams, qmax, qmin
 from refq.quant.uniform import quantize
 
