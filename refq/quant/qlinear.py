@@ -36,8 +36,11 @@ import numpy as np
 
 from refq.kernels import PackedWeights, gemm_packed, pack_int4, pack_int8, quantize_per_token
 from refq.kernels.epilogue import _zero_point_dequant, _zero_point_dequant_parallel
+from refq.kernels.fake_quant import quantize_rows_f32
 from refq.kernels.int8_gemm import THREADS_MIN_OUTPUTS
 from refq.quant.int4 import pack_int4 as pack_nibbles
+from refq.quant.params import QParams
+from refq.quant.uniform import quantize
 
 K_MAX_ZERO_POINTS = (2**31 - 1) // (255 * 255)  # 33025: largest K whose centred int32 sum cannot overflow
 
@@ -136,10 +139,6 @@ def _check_x(layer: QLinear, x, fn: str) -> np.ndarray:
 
 def quantize_input(layer: QLinear, x: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
     """(codes int8 [M, K], scales float32 [M], zero point z_x) of x [M, K] under the layer's activation quantizer."""
-    from refq.kernels.fake_quant import quantize_rows_f32
-    from refq.quant.params import QParams
-    from refq.quant.uniform import quantize
-
     x = _check_x(layer, x, "quantize_input")
     act = layer.act
     if isinstance(act, PerToken):

@@ -110,7 +110,7 @@ class QuantOps(ModelOps):
             ap, wp = self.act[name + ".in"], self.weights[name]
             act = qlinear.Static(float(ap.scale), int(ap.zero), ap.bits)
             layer = qlinear.QLinear(quantize(np.ascontiguousarray(wa, np.float32), wp), wp.scale.reshape(-1),
-                                    max(self.wbits, 2), act, zero=wp.zero.reshape(-1), bias=ba)
+                                    self.wbits, act, zero=wp.zero.reshape(-1), bias=ba)
             cached = self._codes[name] = (wa, ba, layer)
         return cached[2]
 
